@@ -1,0 +1,80 @@
+"""BatchTopK SAE (Bussmann et al. 2024): the batch's B·k largest latents, any row.
+
+Training selects across the batch, so the number of active latents varies per sample
+and averages k. Inference cannot depend on the batch: a global threshold θ, an
+exponential moving average of the smallest selected activation, acts as a JumpReLU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._base import SparseAutoencoder, TrainOut, batch_fvu
+from ._kernels import Codes, codes_from_coo, codes_from_dense, sparse_decode, sparse_encode
+from .config import SAEConfig
+from .registry import register
+
+
+@register("batchtopk")
+class BatchTopKSAE(SparseAutoencoder):
+    """B·k active latents per batch of B; inference by the learned global threshold."""
+
+    threshold_momentum = 0.99
+
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.tensor(-1.0))
+
+    def _select_batch(self, pre: torch.Tensor) -> Codes:
+        B, m = pre.shape
+        acts = F.relu(pre)
+        n_keep = min(B * self.cfg.k, acts.numel())
+        vals, flat = acts.flatten().topk(n_keep, sorted=False)
+        keep = vals > 0
+        vals, flat = vals[keep], flat[keep]
+        return codes_from_coo(flat // m, flat % m, vals, B)
+
+    @torch.no_grad()
+    def _update_threshold(self, vals: torch.Tensor) -> None:
+        if vals.numel() == 0:
+            return
+        t = vals.min().float()
+        if self.threshold < 0:
+            self.threshold.copy_(t)
+        else:
+            self.threshold.mul_(self.threshold_momentum).add_((1 - self.threshold_momentum) * t)
+
+    def _encode_train(self, xn: torch.Tensor, compute_dtype: torch.dtype):
+        with torch.no_grad():
+            xc = xn - self.b_dec
+            pre = self._pre(xc, compute_dtype)
+            codes = self._select_batch(pre)
+            self._update_threshold(codes.vals)
+        v = sparse_encode(
+            xc, self.b_dec, self.W_enc, self.b_enc, codes.rows, codes.cols, codes.vals
+        )
+        return xc, pre, codes, F.relu(v)
+
+    def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
+        xc, pre, codes, v = self._encode_train(xn, compute_dtype)
+        x_hat = sparse_decode(codes, self.W_dec, v) + self.b_dec
+        active = v.detach() > 0
+        return TrainOut(
+            recon_loss=batch_fvu(xn, x_hat),
+            x_hat=x_hat,
+            fired=codes.cols[active],
+            l0=active.sum().float() / xn.shape[0],
+            sparsity_loss=None,
+            extra_loss=None,
+            pre=pre,
+            xc=xc,
+        )
+
+    def _infer_codes(self, xn: torch.Tensor) -> Codes:
+        pre = self._pre(xn - self.b_dec)
+        theta = self.threshold.clamp_min(0.0)
+        return codes_from_dense(pre * (pre > theta))
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {"threshold": self.threshold}

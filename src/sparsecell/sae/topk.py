@@ -1,0 +1,43 @@
+"""TopK SAE (Makhzani & Frey 2013; Gao et al. 2024): keep each sample's k largest latents."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._base import SparseAutoencoder, TrainOut, batch_fvu
+from ._kernels import Codes, codes_from_topk, sparse_decode, sparse_encode
+from .registry import register
+
+
+@register("topk")
+class TopKSAE(SparseAutoencoder):
+    """Exactly ``k`` latents per sample (ReLU after the selection, so possibly fewer)."""
+
+    def _select(self, pre: torch.Tensor) -> Codes:
+        vals, idx = pre.topk(self.cfg.k, dim=1, sorted=False)
+        return codes_from_topk(idx, vals)
+
+    def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
+        with torch.no_grad():
+            xc = xn - self.b_dec
+            pre = self._pre(xc, compute_dtype)
+            codes = self._select(pre)
+        v = F.relu(sparse_encode(xc, self.b_dec, self.W_enc, self.b_enc, *codes[:2], codes.vals))
+        x_hat = sparse_decode(codes, self.W_dec, v) + self.b_dec
+        active = v.detach() > 0
+        return TrainOut(
+            recon_loss=batch_fvu(xn, x_hat),
+            x_hat=x_hat,
+            fired=codes.cols[active],
+            l0=active.sum().float() / xn.shape[0],
+            sparsity_loss=None,
+            extra_loss=None,
+            pre=pre,
+            xc=xc,
+        )
+
+    def _infer_codes(self, xn: torch.Tensor) -> Codes:
+        pre = self._pre(xn - self.b_dec)
+        c = self._select(pre)
+        return c._replace(vals=F.relu(c.vals))
