@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .._errors import SparsecellError
+from ._data import as_float_tensor
 from ._kernels import Codes, codes_from_dense, sparse_decode, sparse_encode
 from .config import SAEConfig
 
@@ -172,8 +173,7 @@ class SparseAutoencoder(nn.Module):
         n = X.shape[0]
         for s in range(0, n, batch_size):
             xb = X[s : s + batch_size]
-            t = xb if isinstance(xb, torch.Tensor) else torch.from_numpy(np.asarray(xb))
-            t = t.to(self.device, torch.float32)
+            t = as_float_tensor(xb).to(self.device)
             if not torch.isfinite(t).all():
                 bad = s + int((~torch.isfinite(t).all(dim=1)).nonzero()[0, 0])
                 raise SparsecellError(

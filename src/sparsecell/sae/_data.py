@@ -30,10 +30,18 @@ def check_matrix(X: Any) -> tuple[int, int]:
     return n, d
 
 
+def as_float_tensor(xb: Any) -> torch.Tensor:
+    """A float32 CPU/device tensor from a torch or numpy-like block (read-only memmaps copied)."""
+    if isinstance(xb, torch.Tensor):
+        return xb.float()
+    a = np.asarray(xb)
+    if a.dtype != np.float32 or not a.flags.writeable or not a.flags.c_contiguous:
+        a = np.array(a, dtype=np.float32, order="C")
+    return torch.from_numpy(a)
+
+
 def _rows(X: Any, start: int, stop: int) -> torch.Tensor:
-    xb = X[start:stop]
-    t = xb if isinstance(xb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(xb))
-    return t.float()
+    return as_float_tensor(X[start:stop])
 
 
 def fit_normalization(X: Any, kind: str, chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,7 +129,7 @@ class BatchStream:
             self.data = (
                 X.to(device=device, dtype=torch.float32)
                 if isinstance(X, torch.Tensor)
-                else torch.from_numpy(np.ascontiguousarray(X[:], dtype=np.float32)).to(device)
+                else as_float_tensor(X[:]).to(device)
             )
             self.steps_per_epoch = self.n // self.B
         else:
@@ -170,8 +178,4 @@ class BatchStream:
         idx = np.sort(np.random.default_rng(seed).choice(self.n, min(n, self.n), replace=False))
         if self.resident:
             return self.data[torch.from_numpy(idx).to(self.device)]
-        return torch.from_numpy(
-            np.asarray(
-                self.X[idx] if not isinstance(self.X, np.ndarray) else self.X[idx], dtype=np.float32
-            )
-        ).to(self.device)
+        return as_float_tensor(self.X[idx]).to(self.device)

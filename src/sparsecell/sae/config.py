@@ -76,7 +76,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam betas."""
     warmup_steps: int = 100
-    """Linear learning-rate warm-up."""
+    """Linear learning-rate warm-up, capped at a tenth of training for short runs."""
     decay_frac: float = 0.2
     """Fraction of training at the end over which the learning rate decays linearly to 0."""
     sparsity_coeff: float | None = None

@@ -9,6 +9,7 @@ import torch
 
 from .._errors import SparsecellError
 from ._base import SparseAutoencoder
+from ._data import as_float_tensor
 
 
 @torch.no_grad()
@@ -71,9 +72,7 @@ def evaluate(
                 if not isinstance(X, torch.Tensor)
                 else X[torch.from_numpy(rows[s : s + batch_size])]
             )
-        x = (xb if isinstance(xb, torch.Tensor) else torch.from_numpy(np.asarray(xb))).to(
-            dev, torch.float32
-        )
+        x = as_float_tensor(xb).to(dev)
         if not torch.isfinite(x).all():
             raise SparsecellError("evaluation data contain NaN or inf", "drop non-finite rows")
         codes = sae._infer_codes(sae.normalize_input(x))

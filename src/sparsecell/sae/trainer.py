@@ -226,6 +226,7 @@ def train(
     total = tc.steps if tc.steps is not None else max(1, int(tc.epochs * stream.steps_per_epoch))
     lr = tc.lr if tc.lr is not None else default_lr(cfg.d_sae)
     lam = tc.sparsity_coeff if tc.sparsity_coeff is not None else cls.default_sparsity_coeff
+    warmup = min(tc.warmup_steps, max(1, total // 10))
     dead_window = tc.dead_window or min(10_000_000, n)
     auxk = tc.auxk or max(1, d // 2)
 
@@ -261,7 +262,7 @@ def train(
             x = stream.batch(step)[lo:hi]
             xn = sae.normalize_input(x)
             for g in opt.param_groups:
-                g["lr"] = lr * lr_factor(step, total, tc.warmup_steps, tc.decay_frac)
+                g["lr"] = lr * lr_factor(step, total, warmup, tc.decay_frac)
             o = sae._train_forward(xn, cdt)
             loss = o.recon_loss
             if o.sparsity_loss is not None and lam:
