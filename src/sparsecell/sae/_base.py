@@ -23,8 +23,8 @@ class TrainOut(NamedTuple):
     """Reconstruction loss (FVU of the batch, or a mean of FVUs for matryoshka)."""
     x_hat: torch.Tensor
     """Reconstruction in normalised space (for the AuxK residual)."""
-    fired: torch.Tensor
-    """Column indices of the latents that fired (repeats allowed)."""
+    fire_counts: torch.Tensor
+    """``(d_sae,)`` float: how many samples of the batch fired each latent."""
     l0: torch.Tensor
     """Mean active latents per sample (detached)."""
     sparsity_loss: torch.Tensor | None
@@ -57,6 +57,9 @@ class SparseAutoencoder(nn.Module):
 
     arch: ClassVar[str] = ""
     default_sparsity_coeff: ClassVar[float | None] = None
+    capturable_train_step: ClassVar[bool] = False
+    """True when ``_train_forward`` never synchronises with the host on CUDA (fixed
+    shapes), so that the trainer may record whole steps as CUDA graphs."""
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
@@ -139,13 +142,23 @@ class SparseAutoencoder(nn.Module):
             self.b_enc.to(compute_dtype), xc.to(compute_dtype), self.W_enc.to(compute_dtype).t()
         )
 
-    def _aux_values(self, out: TrainOut, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Differentiable pre-activations of dead latents picked for AuxK."""
+    def _aux_values(
+        self,
+        out: TrainOut,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        vals: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Differentiable pre-activations of the latents picked for AuxK.
+
+        ``vals`` (already gathered, possibly -inf for masked live latents) replaces the
+        forward values, not the gradient.
+        """
         if out.pre.requires_grad:
-            return out.pre[rows, cols]
-        return sparse_encode(
-            out.xc, self.b_dec, self.W_enc, self.b_enc, rows, cols, out.pre[rows, cols]
-        )
+            p = out.pre[rows, cols]
+            return p if vals is None else p + (vals - p).detach()
+        v = out.pre[rows, cols] if vals is None else vals
+        return sparse_encode(out.xc, self.b_dec, self.W_enc, self.b_enc, rows, cols, v)
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Non-parameter training state to checkpoint (e.g. batchtopk's threshold)."""
@@ -205,20 +218,23 @@ class SparseAutoencoder(nn.Module):
         nnz = 0
         for _, xb in self._batches(X, batch_size):
             c = self._infer_codes(self.normalize_input(xb))
-            counts = torch.bincount(c.rows, minlength=c.n_rows).cpu().numpy()
+            keep = c.vals != 0  # topk keeps k entries per row, some zero after the ReLU
+            rows, cols, vals = c.rows[keep], c.cols[keep], c.vals[keep]
+            counts = torch.bincount(rows, minlength=c.n_rows).cpu().numpy()
             indptr.append(nnz + np.cumsum(counts))
             nnz += int(counts.sum())
-            indices.append(c.cols.cpu().numpy())
-            data.append(c.vals.float().cpu().numpy())
+            indices.append(cols.cpu().numpy())
+            data.append(vals.float().cpu().numpy())
         self.train(was_training)
         csr = sp.csr_matrix(
             (np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
             shape=(X.shape[0], self.d_sae),
         )
+        csr.sort_indices()  # topk selects unordered; torch CSR requires sorted columns
         if isinstance(X, torch.Tensor):
             return torch.sparse_csr_tensor(
-                torch.from_numpy(csr.indptr),
-                torch.from_numpy(csr.indices).long(),
+                torch.from_numpy(csr.indptr.astype(np.int64)),
+                torch.from_numpy(csr.indices.astype(np.int64)),
                 torch.from_numpy(csr.data),
                 size=csr.shape,
             )
@@ -302,9 +318,18 @@ def _codes_from_scipy(coo: sp.coo_matrix, device: torch.device) -> Codes:
 
 
 def dense_train_codes(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fired columns, mean L0) of a dense activation batch."""
-    nz = acts > 0
-    return nz.nonzero(as_tuple=True)[1], nz.sum(dim=1).float().mean().detach()
+    """(per-latent fire counts, mean L0) of a dense activation batch, without a host sync."""
+    nz = (acts.detach() > 0).float()
+    return nz.sum(dim=0), nz.sum(dim=1).mean()
+
+
+def sparse_fire_counts(
+    codes: Codes, vals: torch.Tensor, d_sae: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-latent fire counts, mean L0) of sparse codes whose values are ``vals``."""
+    active = (vals.detach() > 0).float()
+    counts = torch.zeros(d_sae, device=vals.device).index_add_(0, codes.cols, active)
+    return counts, active.sum() / codes.n_rows
 
 
 def codes_dense(acts: torch.Tensor) -> Codes:

@@ -50,10 +50,12 @@ def fit_normalization(X: Any, kind: str, chunk: int = 65_536) -> tuple[torch.Ten
     Also the place where non-finite rows are caught, before any training work.
     """
     n, d = check_matrix(X)
-    s1 = torch.zeros(d, dtype=torch.float64)
-    s2 = torch.zeros(d, dtype=torch.float64)
+    s1 = s2 = None
     for s in range(0, n, chunk):
         t = _rows(X, s, min(s + chunk, n)).double()
+        if s1 is None:
+            s1 = torch.zeros(d, dtype=torch.float64, device=t.device)
+            s2 = torch.zeros(d, dtype=torch.float64, device=t.device)
         finite = torch.isfinite(t).all(dim=1)
         if not bool(finite.all()):
             bad = s + int((~finite).nonzero()[0, 0])
@@ -62,8 +64,8 @@ def fit_normalization(X: Any, kind: str, chunk: int = 65_536) -> tuple[torch.Ten
             )
         s1 += t.sum(0)
         s2 += (t * t).sum(0)
-    mean = s1 / n
-    var = (s2 / n - mean * mean).clamp_min(0.0)
+    mean = (s1 / n).cpu()
+    var = (s2.cpu() / n - mean * mean).clamp_min(0.0)
     if kind == "none":
         return torch.zeros(d), torch.ones(d)
     if kind == "center_scale":

@@ -9,6 +9,11 @@ pays for all m in the decoder and in every backward pass. Two pieces avoid that:
   instead of O(B·m·d).
 * :func:`sparse_decode` — ``embedding_bag`` with per-sample weights: O(nnz·d) forward
   and backward, instead of a dense (B × m) @ (m × d) product.
+
+On a GPU the balance differs: tensor cores make dense bf16 products nearly free while
+sparse kernels (COO products, ``embedding_bag`` backward) are slow and synchronise with
+the host, which also rules out CUDA graphs. There both pieces scatter the codes into a
+dense ``B × m`` matrix and multiply in the compute dtype, with no host synchronisation.
 """
 
 from __future__ import annotations
@@ -62,10 +67,18 @@ def codes_from_dense(acts: torch.Tensor) -> Codes:
 
 
 def sparse_decode(
-    codes: Codes, W_dec: torch.Tensor, vals: torch.Tensor | None = None
+    codes: Codes,
+    W_dec: torch.Tensor,
+    vals: torch.Tensor | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """``Σ_j vals_j · W_dec[cols_j]`` per row, without a bias (``B × d``)."""
+    """``Σ_j vals_j · W_dec[cols_j]`` per row, without a bias (``B × d``, dtype of W_dec)."""
     v = codes.vals if vals is None else vals
+    if W_dec.is_cuda:
+        cdt = compute_dtype or W_dec.dtype
+        Z = torch.zeros(codes.n_rows, W_dec.shape[0], dtype=cdt, device=W_dec.device)
+        Z = Z.index_put((codes.rows, codes.cols), v.to(cdt))
+        return (Z @ W_dec.to(cdt)).to(W_dec.dtype)
     return F.embedding_bag(
         codes.cols, W_dec, codes.offsets, mode="sum", per_sample_weights=v.to(W_dec.dtype)
     )
@@ -83,6 +96,7 @@ class SparseEncode(torch.autograd.Function):
     def forward(ctx, xc, b, W_enc, b_enc, rows, cols, vals):  # noqa: D102
         ctx.save_for_backward(xc, W_enc, rows, cols)
         ctx.b_needs_grad = b.requires_grad
+        ctx.cdt = vals.dtype
         return vals.to(W_enc.dtype)
 
     @staticmethod
@@ -91,7 +105,11 @@ class SparseEncode(torch.autograd.Function):
         m, B = W_enc.shape[0], xc.shape[0]
         g = g.to(W_enc.dtype)
         grad_W = grad_be = grad_b = None
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2] and xc.is_cuda:
+            cdt = ctx.cdt
+            G = torch.zeros(B, m, dtype=cdt, device=xc.device).index_put((rows, cols), g.to(cdt))
+            grad_W = (G.t() @ xc.to(cdt)).to(W_enc.dtype)
+        elif ctx.needs_input_grad[2]:
             G = torch.sparse_coo_tensor(
                 torch.stack([cols, rows]), g, (m, B), is_coalesced=False, check_invariants=False
             )

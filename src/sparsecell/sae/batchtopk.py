@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._base import SparseAutoencoder, TrainOut, batch_fvu
+from ._base import SparseAutoencoder, TrainOut, batch_fvu, sparse_fire_counts
 from ._kernels import Codes, codes_from_coo, codes_from_dense, sparse_decode, sparse_encode
 from .config import SAEConfig
 from .registry import register
@@ -58,13 +58,13 @@ class BatchTopKSAE(SparseAutoencoder):
 
     def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
         xc, pre, codes, v = self._encode_train(xn, compute_dtype)
-        x_hat = sparse_decode(codes, self.W_dec, v) + self.b_dec
-        active = v.detach() > 0
+        x_hat = sparse_decode(codes, self.W_dec, v, compute_dtype) + self.b_dec
+        counts, l0 = sparse_fire_counts(codes, v, self.d_sae)
         return TrainOut(
             recon_loss=batch_fvu(xn, x_hat),
             x_hat=x_hat,
-            fired=codes.cols[active],
-            l0=active.sum().float() / xn.shape[0],
+            fire_counts=counts,
+            l0=l0,
             sparsity_loss=None,
             extra_loss=None,
             pre=pre,

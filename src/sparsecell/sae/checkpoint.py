@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._errors import SparsecellError
@@ -88,7 +89,15 @@ def save(
                     tensors[f"opt.{pid}.{name}"] = torch.as_tensor(t).detach().cpu().contiguous()
             save_file(tensors, str(tmp / STATE_FILE))
             (tmp / STATE_JSON).write_text(
-                dump_json({"step": step, "param_groups": sd["param_groups"]})
+                dump_json(
+                    {
+                        "step": step,
+                        "param_groups": [
+                            {k: float(v) if torch.is_tensor(v) else v for k, v in g.items()}
+                            for g in sd["param_groups"]
+                        ],
+                    }
+                )
             )
     return path
 
@@ -137,7 +146,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseA
     try:
         state = load_file(str(path / MODEL_FILE))
         sae.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError) as e:
+    except (RuntimeError, OSError, ValueError, SafetensorError) as e:
         raise SparsecellError(
             f"cannot load weights from {path / MODEL_FILE}: {e}",
             "the checkpoint is damaged; re-train or restore it",
@@ -172,6 +181,12 @@ def load_train_state(
         if key.startswith("opt."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = t.to(dev) if name != "step" else t
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # hyper-parameters of the run being resumed win over the saved ones (device flags, lr)
+    own = ("lr", "fused", "foreach", "capturable", "differentiable")
+    groups = [
+        {**saved, **{k: cur[k] for k in own if k in cur}}
+        for saved, cur in zip(meta["param_groups"], opt.param_groups, strict=True)
+    ]
+    opt.load_state_dict({"state": state, "param_groups": groups})
     since_fired.copy_(tensors["since_fired"].to(dev))
     return int(meta["step"])

@@ -100,6 +100,9 @@ class TrainConfig:
     """``auto`` picks CUDA when present, else CPU."""
     resident: bool | None = None
     """Keep the whole data set on the device; ``None`` decides by size."""
+    cuda_graph: bool = True
+    """On CUDA, record whole training steps as CUDA graphs where the architecture allows
+    (topk): removes per-step launch overhead."""
     chunk_size: int = 65_536
     """Rows read at a time when streaming from disk."""
     seed: int = 0

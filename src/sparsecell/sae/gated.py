@@ -53,11 +53,11 @@ class GatedSAE(SparseAutoencoder):
         x_hat = acts @ self.W_dec + self.b_dec
         gate_relu = F.relu(pi_gate)
         x_hat_gate = gate_relu @ self.W_dec.detach() + self.b_dec.detach()
-        fired, l0 = dense_train_codes(acts)
+        counts, l0 = dense_train_codes(acts)
         return TrainOut(
             recon_loss=batch_fvu(xn, x_hat),
             x_hat=x_hat,
-            fired=fired,
+            fire_counts=counts,
             l0=l0,
             sparsity_loss=gate_relu.sum(dim=1).mean() / self.d_in,
             extra_loss=batch_fvu(xn, x_hat_gate),

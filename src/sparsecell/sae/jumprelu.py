@@ -81,11 +81,11 @@ class JumpReLUSAE(SparseAutoencoder):
         acts = _JumpReLU.apply(pre, theta, eps)
         x_hat = acts @ self.W_dec + self.b_dec
         l0_soft = _Step.apply(pre, theta, eps).sum(dim=1).mean()
-        fired, l0 = dense_train_codes(acts)
+        counts, l0 = dense_train_codes(acts)
         return TrainOut(
             recon_loss=batch_fvu(xn, x_hat),
             x_hat=x_hat,
-            fired=fired,
+            fire_counts=counts,
             l0=l0,
             sparsity_loss=l0_soft,
             extra_loss=None,

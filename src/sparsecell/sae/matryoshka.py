@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import TrainOut, batch_fvu
+from ._base import TrainOut, batch_fvu, sparse_fire_counts
 from ._kernels import sparse_decode
 from .batchtopk import BatchTopKSAE
 from .registry import register
@@ -26,15 +26,15 @@ class MatryoshkaSAE(BatchTopKSAE):
         lo = 0
         for p in self.cfg.matryoshka_prefixes:
             in_group = (codes.cols >= lo) & (codes.cols < p)
-            x_hat = x_hat + sparse_decode(codes, self.W_dec, v * in_group)
+            x_hat = x_hat + sparse_decode(codes, self.W_dec, v * in_group, compute_dtype)
             losses.append(batch_fvu(xn, x_hat))
             lo = p
-        active = v.detach() > 0
+        counts, l0 = sparse_fire_counts(codes, v, self.d_sae)
         return TrainOut(
             recon_loss=torch.stack(losses).mean(),
             x_hat=x_hat,
-            fired=codes.cols[active],
-            l0=active.sum().float() / xn.shape[0],
+            fire_counts=counts,
+            l0=l0,
             sparsity_loss=None,
             extra_loss=None,
             pre=pre,

@@ -73,8 +73,13 @@ def evaluate(
                 else X[torch.from_numpy(rows[s : s + batch_size])]
             )
         x = as_float_tensor(xb).to(dev)
-        if not torch.isfinite(x).all():
-            raise SparsecellError("evaluation data contain NaN or inf", "drop non-finite rows")
+        finite = torch.isfinite(x).all(dim=1)
+        if not bool(finite.all()):
+            j = int((~finite).nonzero()[0, 0])
+            bad = s + j if rows is None else int(rows[s + j])
+            raise SparsecellError(
+                f"evaluation data row {bad} contains NaN or inf", "drop or impute non-finite rows"
+            )
         codes = sae._infer_codes(sae.normalize_input(x))
         x_hat = sae.denormalize_output(sae.decode_codes(codes))
         xd, xh = x.double(), x_hat.double()

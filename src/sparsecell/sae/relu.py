@@ -28,11 +28,11 @@ class ReLUSAE(SparseAutoencoder):
         pre = pre.float()
         acts = F.relu(pre)
         x_hat = acts @ self.W_dec + self.b_dec
-        fired, l0 = dense_train_codes(acts)
+        counts, l0 = dense_train_codes(acts)
         return TrainOut(
             recon_loss=batch_fvu(xn, x_hat),
             x_hat=x_hat,
-            fired=fired,
+            fire_counts=counts,
             l0=l0,
             sparsity_loss=acts.sum(dim=1).mean() / self.d_in,
             extra_loss=None,

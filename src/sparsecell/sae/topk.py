@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._base import SparseAutoencoder, TrainOut, batch_fvu
+from ._base import SparseAutoencoder, TrainOut, batch_fvu, sparse_fire_counts
 from ._kernels import Codes, codes_from_topk, sparse_decode, sparse_encode
 from .registry import register
 
@@ -13,6 +13,8 @@ from .registry import register
 @register("topk")
 class TopKSAE(SparseAutoencoder):
     """Exactly ``k`` latents per sample (ReLU after the selection, so possibly fewer)."""
+
+    capturable_train_step = True
 
     def _select(self, pre: torch.Tensor) -> Codes:
         vals, idx = pre.topk(self.cfg.k, dim=1, sorted=False)
@@ -24,13 +26,13 @@ class TopKSAE(SparseAutoencoder):
             pre = self._pre(xc, compute_dtype)
             codes = self._select(pre)
         v = F.relu(sparse_encode(xc, self.b_dec, self.W_enc, self.b_enc, *codes[:2], codes.vals))
-        x_hat = sparse_decode(codes, self.W_dec, v) + self.b_dec
-        active = v.detach() > 0
+        x_hat = sparse_decode(codes, self.W_dec, v, compute_dtype) + self.b_dec
+        counts, l0 = sparse_fire_counts(codes, v, self.d_sae)
         return TrainOut(
             recon_loss=batch_fvu(xn, x_hat),
             x_hat=x_hat,
-            fired=codes.cols[active],
-            l0=active.sum().float() / xn.shape[0],
+            fire_counts=counts,
+            l0=l0,
             sparsity_loss=None,
             extra_loss=None,
             pre=pre,

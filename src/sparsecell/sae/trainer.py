@@ -11,6 +11,7 @@ when it fits, data-parallel training under ``torchrun``, and resumable checkpoin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -239,11 +240,12 @@ def train(
         xs = sae.normalize_input(stream.sample(32_768, seed))
         sae.b_dec.copy_(geometric_median(xs) if tc.geometric_median_init else xs.mean(0))
 
+    graphed = tc.cuda_graph and device.type == "cuda" and not ddp.on and cls.capturable_train_step
     opt = torch.optim.Adam(
         sae.parameters(),
-        lr=lr,
+        lr=torch.tensor(lr, device=device) if graphed else lr,
         betas=tc.betas,
-        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
+        **({"fused": True, "capturable": graphed} if device.type == "cuda" else {"foreach": True}),
     )
     since_fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
     step = 0
@@ -251,6 +253,58 @@ def train(
         step = load_train_state(out, sae, opt, since_fired, cfg, tc)
 
     lo, hi = ddp.rank * (B // ddp.world), (ddp.rank + 1) * (B // ddp.world)
+    ramp = max(1.0, tc.sparsity_warmup_frac * total)
+    lam_t = torch.zeros((), device=device)
+
+    def body(x: torch.Tensor, aux_on: bool) -> dict[str, torch.Tensor]:
+        """One optimisation step; free of host synchronisation on CUDA for capturable archs.
+
+        ``aux_on`` (CUDA only) says whether any latent is dead, checked every few steps, so
+        that the AuxK work is skipped (and left out of the graph) while none is.
+        """
+        xn = sae.normalize_input(x)
+        o = sae._train_forward(xn, cdt)
+        loss = o.recon_loss
+        if o.sparsity_loss is not None and lam:
+            loss = loss + lam_t * o.sparsity_loss
+        if o.extra_loss is not None:
+            loss = loss + o.extra_loss
+        aux = None
+        if tc.auxk_coeff > 0 and (device.type != "cuda" or aux_on):
+            dead = since_fired > dead_window
+            aux = _auxk_loss(sae, o, xn, dead, auxk, cdt, sync_free=device.type == "cuda")
+            if aux is not None:
+                loss = loss + tc.auxk_coeff * aux
+        loss.backward()
+        if ddp.on:
+            for p in sae.parameters():
+                if p.grad is not None:
+                    ddp.mean_(p.grad)
+        project_out_parallel_grad(sae.W_dec)
+        opt.step()
+        normalize_rows_(sae.W_dec)
+        fired = o.fire_counts
+        ddp.sum_(fired)
+        since_fired.add_(B).masked_fill_(fired > 0, 0)
+        if hasattr(sae, "threshold"):
+            ddp.mean_(sae.threshold)
+        res = {"loss": loss.detach(), "fvu": o.recon_loss.detach(), "l0": o.l0.detach()}
+        if aux is not None:
+            res["auxk"] = aux.detach()
+        return res
+
+    def set_schedules(step: int) -> None:
+        f = lr_factor(step, total, warmup, tc.decay_frac)
+        for g in opt.param_groups:
+            if isinstance(g["lr"], torch.Tensor):
+                g["lr"].fill_(lr * f)
+            else:
+                g["lr"] = lr * f
+        lam_t.fill_(lam * min(1.0, (step + 1) / ramp) if lam else 0.0)
+
+    graphs: dict[bool, tuple] = {}
+    eager_runs = {False: 0, True: 0}
+    aux_on = False
     show = tc.progress and ddp.rank == 0
     from tqdm.auto import tqdm
 
@@ -260,52 +314,36 @@ def train(
     try:
         while step < total:
             x = stream.batch(step)[lo:hi]
-            xn = sae.normalize_input(x)
-            for g in opt.param_groups:
-                g["lr"] = lr * lr_factor(step, total, warmup, tc.decay_frac)
-            o = sae._train_forward(xn, cdt)
-            loss = o.recon_loss
-            if o.sparsity_loss is not None and lam:
-                ramp = max(1.0, tc.sparsity_warmup_frac * total)
-                loss = loss + lam * min(1.0, (step + 1) / ramp) * o.sparsity_loss
-            if o.extra_loss is not None:
-                loss = loss + o.extra_loss
-            aux = None
-            if tc.auxk_coeff > 0:
-                aux = _auxk_loss(sae, o, xn, since_fired > dead_window, auxk)
-                if aux is not None:
-                    loss = loss + tc.auxk_coeff * aux
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if ddp.on:
-                for p in sae.parameters():
-                    if p.grad is not None:
-                        ddp.mean_(p.grad)
-            project_out_parallel_grad(sae.W_dec)
-            opt.step()
-            normalize_rows_(sae.W_dec)
-            fired = torch.zeros(cfg.d_sae, dtype=torch.long, device=device)
-            fired.index_fill_(0, o.fired, 1)
-            ddp.sum_(fired)
-            since_fired.add_(B).masked_fill_(fired > 0, 0)
-            if hasattr(sae, "threshold"):
-                ddp.mean_(sae.threshold)
+            set_schedules(step)
+            if device.type == "cuda" and tc.auxk_coeff > 0 and step % _AUX_CHECK_EVERY == 0:
+                aux_on = bool((since_fired > dead_window).any())
+            if graphed and aux_on not in graphs and eager_runs[aux_on] >= _GRAPH_WARMUP_STEPS:
+                graphs[aux_on] = _capture(functools.partial(body, aux_on=aux_on), opt, x)
+            if aux_on in graphs:
+                graph, static_x, static_out = graphs[aux_on]
+                static_x.copy_(x)
+                graph.replay()
+                res = static_out
+            elif graphed:  # eager warm-up steps on a side stream, as graph capture requires
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    opt.zero_grad(set_to_none=True)
+                    res = body(x, aux_on)
+                torch.cuda.current_stream(device).wait_stream(side)
+                eager_runs[aux_on] += 1
+            else:
+                opt.zero_grad(set_to_none=True)
+                res = body(x, aux_on)
             step += 1
             if device.type == "cpu" or step % tc.log_every == 0 or step == total:
-                lv = float(loss.detach())
-                if not math.isfinite(lv):
+                logs = {key: float(v) for key, v in res.items()}
+                if not math.isfinite(logs["loss"]):
                     raise SparsecellError(
                         f"training loss became non-finite at step {step}",
                         "lower the learning rate (--lr) or check the input scale",
                     )
-                logs = {
-                    "loss": lv,
-                    "fvu": float(o.recon_loss.detach()),
-                    "l0": float(o.l0),
-                    "dead": float((since_fired > dead_window).float().mean()),
-                }
-                if aux is not None:
-                    logs["auxk"] = float(aux.detach())
+                logs["dead"] = float((since_fired > dead_window).float().mean())
                 if step % tc.log_every == 0 or step == total:
                     bar.set_postfix(
                         fvu=f"{logs['fvu']:.3f}",
@@ -328,9 +366,10 @@ def train(
         bar.close()
 
     sae.eval()
-    sae.cpu()
     if ddp.rank == 0:
         sae.metrics = evaluate(sae, X, max_samples=100_000, seed=seed)
+    sae.cpu()
+    if ddp.rank == 0:
         if out is not None:
             save(
                 sae,
@@ -344,23 +383,58 @@ def train(
     return sae
 
 
+_GRAPH_WARMUP_STEPS = 3
+_AUX_CHECK_EVERY = 16
+
+
+def _capture(body, opt: torch.optim.Optimizer, x: torch.Tensor):
+    """Record one whole training step (forward, backward, Adam) as a CUDA graph."""
+    static_x = x.clone()
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        static_out = body(static_x)
+    return graph, static_x, static_out
+
+
 def _auxk_loss(
-    sae: SparseAutoencoder, o, xn: torch.Tensor, dead: torch.Tensor, auxk: int
+    sae: SparseAutoencoder,
+    o,
+    xn: torch.Tensor,
+    dead: torch.Tensor,
+    auxk: int,
+    compute_dtype: torch.dtype = torch.float32,
+    sync_free: bool = False,
 ) -> torch.Tensor | None:
-    """AuxK (Gao et al. 2024): dead latents learn to reconstruct the residual."""
-    dead_idx = dead.nonzero(as_tuple=True)[0]
-    if dead_idx.numel() == 0:
-        return None
+    """AuxK (Gao et al. 2024): dead latents learn to reconstruct the residual.
+
+    With ``sync_free`` the dead latents are chosen by masking (no host synchronisation,
+    so the step can be a CUDA graph); otherwise only the dead columns are ranked.
+    """
     B = xn.shape[0]
-    kk = min(auxk, dead_idx.numel())
+    if sync_free:
+        kk = min(auxk, sae.d_sae)
+        with torch.no_grad():
+            masked = o.pre.detach().masked_fill(~dead, float("-inf"))
+            vals, j = masked.topk(kk, dim=1, sorted=False)
+            cols = j.reshape(-1)
+            vals = vals.reshape(-1)
+    else:
+        dead_idx = dead.nonzero(as_tuple=True)[0]
+        if dead_idx.numel() == 0:
+            return None
+        kk = min(auxk, dead_idx.numel())
+        with torch.no_grad():
+            _, j = o.pre[:, dead_idx].topk(kk, dim=1, sorted=False)
+            cols = dead_idx[j].reshape(-1)
+            vals = None
     with torch.no_grad():
-        _, j = o.pre[:, dead_idx].topk(kk, dim=1, sorted=False)
-        cols = dead_idx[j].reshape(-1)
         rows = torch.arange(B, device=xn.device).repeat_interleave(kk)
         offsets = torch.arange(0, B * kk, kk, device=xn.device)
-    v = torch.relu(sae._aux_values(o, rows, cols))
+    v = torch.relu(sae._aux_values(o, rows, cols, vals))
     codes = Codes(rows, cols, v, offsets, B)
     e = (xn - o.x_hat).detach()
-    e_hat = sparse_decode(codes, sae.W_dec, v)
+    e_hat = sparse_decode(codes, sae.W_dec, v, compute_dtype)
     tot = (e - e.mean(0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
-    return torch.nan_to_num((e - e_hat).pow(2).sum() / tot, nan=0.0)
+    loss = torch.nan_to_num((e - e_hat).pow(2).sum() / tot, nan=0.0)
+    return loss * dead.any() if sync_free else loss
