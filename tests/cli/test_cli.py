@@ -21,8 +21,20 @@ def run(*args: str):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    r = run("datasets", "sparse-features", "-o", str(d / "sf"), "--n-features", "128",
-            "--d", "16", "--active", "3", "--n-samples", "4000")
+    r = run(
+        "datasets",
+        "sparse-features",
+        "-o",
+        str(d / "sf"),
+        "--n-features",
+        "128",
+        "--d",
+        "16",
+        "--active",
+        "3",
+        "--n-samples",
+        "4000",
+    )
     assert r.exit_code == 0, r.output
     return d / "sf"
 
@@ -49,13 +61,36 @@ def test_train_eval_roundtrip(data_dir, tmp_path):
     X = np.load(data_dir / "X.npy")
     assert X.shape == (4000, 16)
     out = tmp_path / "m"
-    r = run("sae", "train", "-i", str(data_dir / "X.npy"), "-o", str(out), "--k", "3",
-            "--expansion", "4", "--epochs", "3", "--batch-size", "256", "-q")
+    r = run(
+        "sae",
+        "train",
+        "-i",
+        str(data_dir / "X.npy"),
+        "-o",
+        str(out),
+        "--k",
+        "3",
+        "--expansion",
+        "4",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "256",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     assert "fvu" in r.output and "model written to" in r.output
     assert (out / "model.safetensors").exists() and (out / "cfg.json").exists()
-    r = run("sae", "eval", "-m", str(out), "-i", str(data_dir / "X.npy"), "--json",
-            str(tmp_path / "ev.json"))
+    r = run(
+        "sae",
+        "eval",
+        "-m",
+        str(out),
+        "-i",
+        str(data_dir / "X.npy"),
+        "--json",
+        str(tmp_path / "ev.json"),
+    )
     assert r.exit_code == 0, r.output
     ev = json.loads((tmp_path / "ev.json").read_text())
     # the CLI evaluates the same model on the same data as the API does
@@ -71,13 +106,37 @@ def test_train_from_h5ad_obsm(tmp_path):
     a = ad.AnnData(np.zeros((2000, 1), np.float32))
     a.obsm["X_cnn"] = X
     a.write_h5ad(tmp_path / "e.h5ad")
-    r = run("sae", "train", "-i", str(tmp_path / "e.h5ad"), "--obsm", "X_cnn", "-o",
-            str(tmp_path / "m"), "--k", "2", "--expansion", "4", "--epochs", "2",
-            "--batch-size", "256", "-q")
+    r = run(
+        "sae",
+        "train",
+        "-i",
+        str(tmp_path / "e.h5ad"),
+        "--obsm",
+        "X_cnn",
+        "-o",
+        str(tmp_path / "m"),
+        "--k",
+        "2",
+        "--expansion",
+        "4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     assert spc.sae.load(tmp_path / "m").d_in == 8
-    r = run("sae", "train", "-i", str(tmp_path / "e.h5ad"), "--obsm", "X_umap", "-o",
-            str(tmp_path / "m2"))
+    r = run(
+        "sae",
+        "train",
+        "-i",
+        str(tmp_path / "e.h5ad"),
+        "--obsm",
+        "X_umap",
+        "-o",
+        str(tmp_path / "m2"),
+    )
     line = _one_error_line(r)
     assert "X_cnn" in line  # names the keys that exist
     assert not (tmp_path / "m2").exists()
@@ -85,8 +144,23 @@ def test_train_from_h5ad_obsm(tmp_path):
 
 def test_sweep_writes_frontier(data_dir, tmp_path):
     out = tmp_path / "sw"
-    r = run("sae", "sweep", "-i", str(data_dir / "X.npy"), "-o", str(out), "--values", "2,6",
-            "--expansion", "4", "--epochs", "10", "--batch-size", "256", "-q")
+    r = run(
+        "sae",
+        "sweep",
+        "-i",
+        str(data_dir / "X.npy"),
+        "-o",
+        str(out),
+        "--values",
+        "2,6",
+        "--expansion",
+        "4",
+        "--epochs",
+        "10",
+        "--batch-size",
+        "256",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     import pandas as pd
 
@@ -139,16 +213,46 @@ def test_nonfinite_loss_is_reported_and_nothing_written(tmp_path):
     X = np.random.default_rng(0).standard_normal((1024, 8)).astype(np.float32)
     np.save(tmp_path / "X.npy", X)
     out = tmp_path / "out"
-    r = run("sae", "train", "-i", str(tmp_path / "X.npy"), "-o", str(out), "--arch", "relu",
-            "--lr", "1e12", "--steps", "50", "--batch-size", "128", "-q")
+    r = run(
+        "sae",
+        "train",
+        "-i",
+        str(tmp_path / "X.npy"),
+        "-o",
+        str(out),
+        "--arch",
+        "relu",
+        "--lr",
+        "1e12",
+        "--steps",
+        "50",
+        "--batch-size",
+        "128",
+        "-q",
+    )
     assert "non-finite" in _one_error_line(r)
     assert not out.exists()
 
 
 def test_eval_wrong_dimension(data_dir, tmp_path):
     out = tmp_path / "m"
-    r = run("sae", "train", "-i", str(data_dir / "X.npy"), "-o", str(out), "--k", "2",
-            "--expansion", "2", "--steps", "5", "--batch-size", "256", "-q")
+    r = run(
+        "sae",
+        "train",
+        "-i",
+        str(data_dir / "X.npy"),
+        "-o",
+        str(out),
+        "--k",
+        "2",
+        "--expansion",
+        "2",
+        "--steps",
+        "5",
+        "--batch-size",
+        "256",
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     np.save(tmp_path / "Y.npy", np.zeros((10, 9), np.float32))
     r = run("sae", "eval", "-m", str(out), "-i", str(tmp_path / "Y.npy"))

@@ -17,16 +17,50 @@ import sparsecell as spc
 def test_torchrun_two_processes_match_single(tmp_path):
     data = spc.datasets.sparse_features(256, 32, active=4, n_samples=8192, seed=0)
     np.save(tmp_path / "X.npy", data.X)
-    args = ["sae", "train", "-i", str(tmp_path / "X.npy"), "--k", "6", "--expansion", "8",
-            "--steps", "150", "--batch-size", "512", "--lr", "2e-3", "--seed", "0", "-q"]
+    args = [
+        "sae",
+        "train",
+        "-i",
+        str(tmp_path / "X.npy"),
+        "--k",
+        "6",
+        "--expansion",
+        "8",
+        "--steps",
+        "150",
+        "--batch-size",
+        "512",
+        "--lr",
+        "2e-3",
+        "--seed",
+        "0",
+        "-q",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "sparsecell", *args, "-o",
-                             str(tmp_path / "one")], env=env, capture_output=True, text=True)
+    single = subprocess.run(
+        [sys.executable, "-m", "sparsecell", *args, "-o", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "sparsecell", *args, "-o", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "sparsecell",
+            *args,
+            "-o",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = spc.sae.load(tmp_path / "one")

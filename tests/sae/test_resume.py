@@ -24,8 +24,18 @@ def _data():
     return spc.datasets.sparse_features(128, 16, active=3, n_samples=4096, seed=1).X
 
 
-KW = dict(arch="topk", k=4, expansion=4, seed=3, steps=60, batch_size=256, lr=3e-3,
-          warmup_steps=10, progress=False, dead_window=2048)
+KW = dict(
+    arch="topk",
+    k=4,
+    expansion=4,
+    seed=3,
+    steps=60,
+    batch_size=256,
+    lr=3e-3,
+    warmup_steps=10,
+    progress=False,
+    dead_window=2048,
+)
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu"])
@@ -48,8 +58,13 @@ def test_resume_matches_uninterrupted(tmp_path, arch):
     # reassociation in multithreaded kernels. 1e-5 relative is far below the change one
     # Adam step makes (lr 3e-3), so a resume that lost any state would fail it.
     for name, p in full.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[name], p, rtol=1e-5, atol=1e-5,
-                                   msg=f"{arch}: {name} differs after resume")
+        torch.testing.assert_close(
+            resumed.state_dict()[name],
+            p,
+            rtol=1e-5,
+            atol=1e-5,
+            msg=f"{arch}: {name} differs after resume",
+        )
     assert resumed.metrics["fvu"] == pytest.approx(full.metrics["fvu"], rel=1e-4)
 
 
@@ -66,9 +81,28 @@ def test_sigkill_leaves_complete_checkpoint(tmp_path):
     X = spc.datasets.sparse_features(256, 32, active=3, n_samples=20_000, seed=0).X
     np.save(tmp_path / "X.npy", X)
     out = tmp_path / "m"
-    cmd = [sys.executable, "-m", "sparsecell", "sae", "train", "-i", str(tmp_path / "X.npy"),
-           "-o", str(out), "--k", "4", "--expansion", "8", "--steps", "100000",
-           "--batch-size", "256", "--checkpoint-every", "5", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sparsecell",
+        "sae",
+        "train",
+        "-i",
+        str(tmp_path / "X.npy"),
+        "-o",
+        str(out),
+        "--k",
+        "4",
+        "--expansion",
+        "8",
+        "--steps",
+        "100000",
+        "--batch-size",
+        "256",
+        "--checkpoint-every",
+        "5",
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60

@@ -272,6 +272,9 @@ class SparseAutoencoder(nn.Module):
                 f"codes have {csr.shape[1]} latents but this SAE has {self.d_sae}",
                 "decode codes made by this SAE",
             )
+        if not csr.has_canonical_format:  # the CUDA kernel needs distinct (row, col) entries
+            csr = csr.copy()
+            csr.sum_duplicates()
         out = []
         for s in range(0, csr.shape[0], batch_size):
             blk = csr[s : s + batch_size].tocoo()

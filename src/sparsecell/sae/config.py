@@ -26,9 +26,9 @@ class SAEConfig:
     normalize: Normalize = "center_scale"
     """Input normalisation fitted on the training data: mean-centring plus one scale so that
     E‖x‖² = d_in (``center_scale``), per-dimension z-score (``zscore``) or ``none``."""
-    jumprelu_init_threshold: float = 0.001
-    """Initial JumpReLU threshold."""
-    jumprelu_bandwidth: float = 0.001
+    jumprelu_init_threshold: float = 0.1
+    """Initial JumpReLU threshold (normalised space, where pre-activations are O(1))."""
+    jumprelu_bandwidth: float = 0.05
     """Width of the rectangle kernel of the JumpReLU straight-through estimator."""
     matryoshka_prefixes: tuple[int, ...] = ()
     """Nested dictionary sizes (ascending, last = d_sae); empty gives 5 doubling prefixes."""

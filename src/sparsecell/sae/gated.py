@@ -23,7 +23,7 @@ from .registry import register
 class GatedSAE(SparseAutoencoder):
     """``f = 1[π_gate > 0] · ReLU(exp(r_mag) ⊙ (W_enc (x - b_dec)) + b_mag)``."""
 
-    default_sparsity_coeff = 5.0
+    default_sparsity_coeff = 1.0
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__(cfg)

@@ -17,7 +17,7 @@ class ReLUSAE(SparseAutoencoder):
     Decoder rows are kept at unit norm, so the penalty is the L1 norm of the code.
     """
 
-    default_sparsity_coeff = 5.0
+    default_sparsity_coeff = 1.0
 
     def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
         xc = xn - self.b_dec
