@@ -83,4 +83,4 @@ def test_auxk_step_lowers_aux_loss(toy):
             if p.grad is not None:
                 p -= 1e-2 * p.grad
     # a gradient step of this size on a smooth loss must decrease it (first-order)
-    assert float(aux_loss()) < float(before.detach())
+    assert float(aux_loss().detach()) < float(before.detach())

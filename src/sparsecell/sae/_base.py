@@ -134,13 +134,25 @@ class SparseAutoencoder(nn.Module):
     def _infer_codes(self, xn: torch.Tensor) -> Codes:
         raise NotImplementedError
 
-    def _pre(self, xc: torch.Tensor, compute_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Encoder pre-activations ``xc @ W_encᵀ + b_enc``, in ``compute_dtype``."""
-        if compute_dtype == torch.float32:
-            return torch.addmm(self.b_enc, xc, self.W_enc.t())
-        return torch.addmm(
-            self.b_enc.to(compute_dtype), xc.to(compute_dtype), self.W_enc.to(compute_dtype).t()
-        )
+    def _pre(
+        self, xc: torch.Tensor, compute_dtype: torch.dtype = torch.float32, reuse: bool = False
+    ) -> torch.Tensor:
+        """Encoder pre-activations ``xc @ W_encᵀ + b_enc``, in ``compute_dtype``.
+
+        With ``reuse`` (CPU, no autograd) the ``B × d_sae`` result is written into a buffer
+        kept between training steps: a fresh 64-128 MB allocation per step costs ~15 ms of
+        page faults on CPU. The result is valid until the next call.
+        """
+        b, W = self.b_enc, self.W_enc
+        if compute_dtype != torch.float32:
+            b, xc, W = b.to(compute_dtype), xc.to(compute_dtype), W.to(compute_dtype)
+        if not (reuse and not xc.is_cuda and not torch.is_grad_enabled()):
+            return torch.addmm(b, xc, W.t())
+        shape = (xc.shape[0], W.shape[0])
+        buf = getattr(self, "_pre_buf", None)
+        if buf is None or buf.shape != shape or buf.dtype != xc.dtype:
+            buf = self._pre_buf = torch.empty(shape, dtype=xc.dtype)
+        return torch.addmm(b, xc, W.t(), out=buf)
 
     def _aux_values(
         self,

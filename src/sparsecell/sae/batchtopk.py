@@ -48,7 +48,7 @@ class BatchTopKSAE(SparseAutoencoder):
     def _encode_train(self, xn: torch.Tensor, compute_dtype: torch.dtype):
         with torch.no_grad():
             xc = xn - self.b_dec
-            pre = self._pre(xc, compute_dtype)
+            pre = self._pre(xc, compute_dtype, reuse=True)
             codes = self._select_batch(pre)
             self._update_threshold(codes.vals)
         v = sparse_encode(

@@ -23,7 +23,7 @@ class TopKSAE(SparseAutoencoder):
     def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
         with torch.no_grad():
             xc = xn - self.b_dec
-            pre = self._pre(xc, compute_dtype)
+            pre = self._pre(xc, compute_dtype, reuse=True)
             codes = self._select(pre)
         v = F.relu(sparse_encode(xc, self.b_dec, self.W_enc, self.b_enc, *codes[:2], codes.vals))
         x_hat = sparse_decode(codes, self.W_dec, v, compute_dtype) + self.b_dec
