@@ -130,7 +130,7 @@ def test_batchtopk_inference_l0_near_k(trained, toy):
 def test_batchtopk_selects_the_batch_largest_values():
     sae = spc.sae.ARCHITECTURES["batchtopk"](SAEConfig(arch="batchtopk", d_in=4, d_sae=16, k=2))
     pre = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
-    c = sae._select_batch(pre)
+    c = sae._select(pre)
     assert c.vals.numel() == 5 * 2
     kept = torch.zeros_like(pre).index_put((c.rows, c.cols), c.vals)
     expected = pre.flatten().topk(10).values

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._errors import SparsecellError
@@ -153,6 +154,37 @@ class SparseAutoencoder(nn.Module):
         if buf is None or buf.shape != shape or buf.dtype != xc.dtype:
             buf = self._pre_buf = torch.empty(shape, dtype=xc.dtype)
         return torch.addmm(b, xc, W.t(), out=buf)
+
+    def _dense_pre(self, xc: torch.Tensor, compute_dtype: torch.dtype, bias: bool = True):
+        """Differentiable fp32 pre-activations of the dense architectures (bf16 autocast)."""
+        with torch.autocast(
+            xc.device.type, torch.bfloat16, enabled=compute_dtype == torch.bfloat16
+        ):
+            pre = F.linear(xc, self.W_enc, self.b_enc if bias else None)
+        return pre.float()
+
+    def _dense_out(
+        self,
+        xn: torch.Tensor,
+        xc: torch.Tensor,
+        pre: torch.Tensor,
+        acts: torch.Tensor,
+        sparsity_loss: torch.Tensor,
+        extra_loss: torch.Tensor | None = None,
+    ) -> TrainOut:
+        """TrainOut of a dense-activation architecture (dense decoder product)."""
+        x_hat = acts @ self.W_dec + self.b_dec
+        counts, l0 = dense_train_codes(acts)
+        return TrainOut(
+            recon_loss=batch_fvu(xn, x_hat),
+            x_hat=x_hat,
+            fire_counts=counts,
+            l0=l0,
+            sparsity_loss=sparsity_loss,
+            extra_loss=extra_loss,
+            pre=pre,
+            xc=xc.detach(),
+        )
 
     def _aux_values(
         self,

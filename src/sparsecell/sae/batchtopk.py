@@ -10,29 +10,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._base import SparseAutoencoder, TrainOut, batch_fvu, sparse_fire_counts
-from ._kernels import Codes, codes_from_coo, codes_from_dense, sparse_decode, sparse_encode
+from ._kernels import Codes, codes_from_coo, codes_from_dense
 from .config import SAEConfig
 from .registry import register
+from .topk import TopKSAE
 
 
 @register("batchtopk")
-class BatchTopKSAE(SparseAutoencoder):
+class BatchTopKSAE(TopKSAE):
     """B·k active latents per batch of B; inference by the learned global threshold."""
 
+    capturable_train_step = False  # the number of selected entries varies per batch
     threshold_momentum = 0.99
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__(cfg)
         self.register_buffer("threshold", torch.tensor(-1.0))
 
-    def _select_batch(self, pre: torch.Tensor) -> Codes:
+    def _select(self, pre: torch.Tensor) -> Codes:
         B, m = pre.shape
         acts = F.relu(pre)
         n_keep = min(B * self.cfg.k, acts.numel())
         vals, flat = acts.flatten().topk(n_keep, sorted=False)
         keep = vals > 0
         vals, flat = vals[keep], flat[keep]
+        self._update_threshold(vals)
         return codes_from_coo(flat // m, flat % m, vals, B)
 
     @torch.no_grad()
@@ -44,32 +46,6 @@ class BatchTopKSAE(SparseAutoencoder):
             self.threshold.copy_(t)
         else:
             self.threshold.mul_(self.threshold_momentum).add_((1 - self.threshold_momentum) * t)
-
-    def _encode_train(self, xn: torch.Tensor, compute_dtype: torch.dtype):
-        with torch.no_grad():
-            xc = xn - self.b_dec
-            pre = self._pre(xc, compute_dtype, reuse=True)
-            codes = self._select_batch(pre)
-            self._update_threshold(codes.vals)
-        v = sparse_encode(
-            xc, self.b_dec, self.W_enc, self.b_enc, codes.rows, codes.cols, codes.vals
-        )
-        return xc, pre, codes, F.relu(v)
-
-    def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
-        xc, pre, codes, v = self._encode_train(xn, compute_dtype)
-        x_hat = sparse_decode(codes, self.W_dec, v, compute_dtype) + self.b_dec
-        counts, l0 = sparse_fire_counts(codes, v, self.d_sae)
-        return TrainOut(
-            recon_loss=batch_fvu(xn, x_hat),
-            x_hat=x_hat,
-            fire_counts=counts,
-            l0=l0,
-            sparsity_loss=None,
-            extra_loss=None,
-            pre=pre,
-            xc=xc,
-        )
 
     def _infer_codes(self, xn: torch.Tensor) -> Codes:
         pre = self._pre(xn - self.b_dec)

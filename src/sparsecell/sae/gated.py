@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import SparseAutoencoder, TrainOut, batch_fvu, dense_train_codes
+from ._base import SparseAutoencoder, TrainOut, batch_fvu
 from ._kernels import Codes, codes_from_dense
 from .config import SAEConfig
 from .registry import register
@@ -37,11 +37,7 @@ class GatedSAE(SparseAutoencoder):
             self.b_mag.zero_()
 
     def _paths(self, xc: torch.Tensor, compute_dtype: torch.dtype = torch.float32):
-        with torch.autocast(
-            xc.device.type, torch.bfloat16, enabled=compute_dtype == torch.bfloat16
-        ):
-            proj = F.linear(xc, self.W_enc)
-        proj = proj.float()
+        proj = self._dense_pre(xc, compute_dtype, bias=False)
         pi_gate = proj + self.b_enc
         pi_mag = proj * self.r_mag.exp() + self.b_mag
         return pi_gate, pi_mag
@@ -50,20 +46,11 @@ class GatedSAE(SparseAutoencoder):
         xc = xn - self.b_dec
         pi_gate, pi_mag = self._paths(xc, compute_dtype)
         acts = (pi_gate > 0).to(pi_mag.dtype) * F.relu(pi_mag)
-        x_hat = acts @ self.W_dec + self.b_dec
         gate_relu = F.relu(pi_gate)
         x_hat_gate = gate_relu @ self.W_dec.detach() + self.b_dec.detach()
-        counts, l0 = dense_train_codes(acts)
-        return TrainOut(
-            recon_loss=batch_fvu(xn, x_hat),
-            x_hat=x_hat,
-            fire_counts=counts,
-            l0=l0,
-            sparsity_loss=gate_relu.sum(dim=1).mean() / self.d_in,
-            extra_loss=batch_fvu(xn, x_hat_gate),
-            pre=pi_mag,
-            xc=xc.detach(),
-        )
+        sparsity = gate_relu.sum(dim=1).mean() / self.d_in
+        # AuxK ranks dead latents by the magnitude path's pre-activations
+        return self._dense_out(xn, xc, pi_mag, acts, sparsity, batch_fvu(xn, x_hat_gate))
 
     def _infer_codes(self, xn: torch.Tensor) -> Codes:
         pi_gate, pi_mag = self._paths(xn - self.b_dec)

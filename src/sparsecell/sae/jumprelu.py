@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from ._base import SparseAutoencoder, TrainOut, batch_fvu, dense_train_codes
+from ._base import SparseAutoencoder, TrainOut
 from ._kernels import Codes, codes_from_dense
 from .config import SAEConfig
 from .registry import register
@@ -71,27 +71,12 @@ class JumpReLUSAE(SparseAutoencoder):
 
     def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
         xc = xn - self.b_dec
-        with torch.autocast(
-            xn.device.type, torch.bfloat16, enabled=compute_dtype == torch.bfloat16
-        ):
-            pre = torch.nn.functional.linear(xc, self.W_enc, self.b_enc)
-        pre = pre.float()
+        pre = self._dense_pre(xc, compute_dtype)
         theta = self.log_threshold.exp()
         eps = self.cfg.jumprelu_bandwidth
         acts = _JumpReLU.apply(pre, theta, eps)
-        x_hat = acts @ self.W_dec + self.b_dec
         l0_soft = _Step.apply(pre, theta, eps).sum(dim=1).mean()
-        counts, l0 = dense_train_codes(acts)
-        return TrainOut(
-            recon_loss=batch_fvu(xn, x_hat),
-            x_hat=x_hat,
-            fire_counts=counts,
-            l0=l0,
-            sparsity_loss=l0_soft,
-            extra_loss=None,
-            pre=pre,
-            xc=xc.detach(),
-        )
+        return self._dense_out(xn, xc, pre, acts, l0_soft)
 
     def _infer_codes(self, xn: torch.Tensor) -> Codes:
         pre = self._pre(xn - self.b_dec)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import TrainOut, batch_fvu, sparse_fire_counts
-from ._kernels import sparse_decode
+from ._base import batch_fvu
+from ._kernels import Codes, sparse_decode
 from .batchtopk import BatchTopKSAE
 from .registry import register
 
@@ -19,8 +19,9 @@ from .registry import register
 class MatryoshkaSAE(BatchTopKSAE):
     """BatchTopK with nested prefix losses; inference as BatchTopK."""
 
-    def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
-        xc, pre, codes, v = self._encode_train(xn, compute_dtype)
+    def _train_recon(
+        self, xn: torch.Tensor, codes: Codes, v: torch.Tensor, compute_dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x_hat = self.b_dec.expand_as(xn)
         losses = []
         lo = 0
@@ -29,14 +30,4 @@ class MatryoshkaSAE(BatchTopKSAE):
             x_hat = x_hat + sparse_decode(codes, self.W_dec, v * in_group, compute_dtype)
             losses.append(batch_fvu(xn, x_hat))
             lo = p
-        counts, l0 = sparse_fire_counts(codes, v, self.d_sae)
-        return TrainOut(
-            recon_loss=torch.stack(losses).mean(),
-            x_hat=x_hat,
-            fire_counts=counts,
-            l0=l0,
-            sparsity_loss=None,
-            extra_loss=None,
-            pre=pre,
-            xc=xc,
-        )
+        return x_hat, torch.stack(losses).mean()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._base import SparseAutoencoder, TrainOut, batch_fvu, dense_train_codes
+from ._base import SparseAutoencoder, TrainOut
 from ._kernels import Codes, codes_from_dense
 from .registry import register
 
@@ -21,24 +21,9 @@ class ReLUSAE(SparseAutoencoder):
 
     def _train_forward(self, xn: torch.Tensor, compute_dtype: torch.dtype) -> TrainOut:
         xc = xn - self.b_dec
-        with torch.autocast(
-            xn.device.type, torch.bfloat16, enabled=compute_dtype == torch.bfloat16
-        ):
-            pre = F.linear(xc, self.W_enc, self.b_enc)
-        pre = pre.float()
+        pre = self._dense_pre(xc, compute_dtype)
         acts = F.relu(pre)
-        x_hat = acts @ self.W_dec + self.b_dec
-        counts, l0 = dense_train_codes(acts)
-        return TrainOut(
-            recon_loss=batch_fvu(xn, x_hat),
-            x_hat=x_hat,
-            fire_counts=counts,
-            l0=l0,
-            sparsity_loss=acts.sum(dim=1).mean() / self.d_in,
-            extra_loss=None,
-            pre=pre,
-            xc=xc.detach(),
-        )
+        return self._dense_out(xn, xc, pre, acts, acts.sum(dim=1).mean() / self.d_in)
 
     def _infer_codes(self, xn: torch.Tensor) -> Codes:
         return codes_from_dense(F.relu(self._pre(xn - self.b_dec)))
