@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
+	# a real 4-channel cultured-neuron TIFF for the image tests (its imaging deps are not needed)
+	$(PY) -m pip install -q --no-deps "ndev-sampledata"
 	touch $(STAMP)
 
 demo: $(STAMP)

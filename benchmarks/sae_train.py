@@ -7,6 +7,23 @@ test. In one run, on the same data and batch size, it times the steady-state ste
   where the hardware has it) and in ``precision="fp32"`` (separates the bf16 lever from
   the sparse encoder-backward / ``embedding_bag`` decoder lever);
 * a plain dense PyTorch TopK SAE written below (fp32, dense decoder, no tricks);
+* the fastest known peer, EleutherAI's sparsify (PyPI ``eai-sparsify`` 1.3.3, import name
+  ``sparsify``): its ``SparseCoder`` stepped the way its ``Trainer.fit`` steps one SAE
+  with its defaults (``loss_fn="fvu"``, ``optimizer="signum"``, ``auxk_alpha=0``), see
+  ``SparsifyStep``. It is not a project dependency; install it into the venv for
+  benchmarking only, without letting pip touch torch, with::
+
+      .venv/bin/pip install --no-deps eai-sparsify==1.3.3 accelerate==1.15.0 \
+          schedulefree==1.4.1 transformers==5.23.0 huggingface-hub==2.4.0
+      .venv/bin/pip install einops==0.8.2 simple-parsing==0.1.9 regex==2026.11.15 \
+          httpx2==2.16.2
+
+  (the modules an SAE step imports: ``sparse_coder``, ``config``, ``fused_encoder``,
+  ``utils``, ``sign_sgd``, and ``schedulefree``; ``sparsify/__init__`` also imports its
+  language-model trainer and so ``datasets``, which is left out: the benchmark then
+  loads those modules without running the package ``__init__``). Where sparsify is not
+  importable (e.g. on the GPU machine) its row is skipped with a printed note;
+  ``--no-sparsify`` skips it too;
 
 and the machine's ``(B × d) @ (d × m)`` matmul FLOP/s in fp32 and bf16. A dense step
 costs about ``12·B·d·m`` FLOPs (forward encoder and decoder, backward of both: weight
@@ -21,22 +38,29 @@ lets AuxK engage during warm-up if latents die, as in a long run once the real d
 window has passed; the table's notes say whether it was on in the timed steps.
 
 Results are printed and appended to ``--out`` (``benchmarks/RESULTS.md``).
-``--profile`` also prints a per-phase breakdown of a few of sparsecell's steps.
+``--profile`` also prints a per-phase breakdown of a few of sparsecell's steps (and of
+sparsify's, when it is importable).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import importlib
+import importlib.metadata
+import importlib.util
 import math
 import os
 import platform
 import statistics
 import sys
 import time
+import types
 import warnings
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
