@@ -1,4 +1,4 @@
-"""Benchmark: samples/s of TopK SAE training, sparsecell vs a plain dense reference.
+"""Benchmark: samples/s of TopK SAE training, sparsecell vs a dense reference and sparsify.
 
 Run by hand (``make bench`` or ``python benchmarks/sae_train.py [--device cuda]``); not a
 test. In one run, on the same data and batch size, it times the steady-state steps of
@@ -269,6 +269,161 @@ def train_ours(
     return timer.step_times(), last
 
 
+# ------------------------------------------------------------------ sparsify (peer)
+SPARSIFY_INSTALL = (
+    ".venv/bin/pip install --no-deps eai-sparsify==1.3.3 accelerate==1.15.0 "
+    "schedulefree==1.4.1 transformers==5.23.0 huggingface-hub==2.4.0 && "
+    ".venv/bin/pip install einops==0.8.2 simple-parsing==0.1.9 regex==2026.11.15 "
+    "httpx2==2.16.2"
+)
+
+
+def load_sparsify() -> tuple[SimpleNamespace | None, str]:
+    """sparsify's SAE pieces (``SparseCoder``, its configs, ``SignSGD``, schedulefree's
+    wrapper), or ``(None, why not)``."""
+    try:
+        version = importlib.metadata.version("eai-sparsify")
+    except importlib.metadata.PackageNotFoundError:
+        return None, f"eai-sparsify is not installed (`{SPARSIFY_INSTALL}`)"
+    shim = None
+    try:
+        try:
+            import sparsify  # noqa: F401  (a full install, datasets and all)
+        except ImportError:
+            # sparsify/__init__ also imports its language-model trainer (datasets, ...),
+            # which an SAE step does not use: load the SAE modules without that __init__
+            spec = importlib.util.find_spec("sparsify")
+            if spec is None or not spec.submodule_search_locations:
+                raise
+            shim = types.ModuleType("sparsify")
+            shim.__path__ = list(spec.submodule_search_locations)
+            sys.modules["sparsify"] = shim
+        sc = importlib.import_module("sparsify.sparse_coder")
+        cfg = importlib.import_module("sparsify.config")
+        sgd = importlib.import_module("sparsify.sign_sgd")
+        from schedulefree import ScheduleFreeWrapper
+    except ImportError as e:
+        if shim is not None and sys.modules.get("sparsify") is shim:
+            del sys.modules["sparsify"]
+        return None, f"sparsify {version} is not importable ({e}; `{SPARSIFY_INSTALL}`)"
+    return SimpleNamespace(
+        version=version,
+        SparseCoder=sc.SparseCoder,
+        SparseCoderConfig=cfg.SparseCoderConfig,
+        TrainConfig=cfg.TrainConfig,
+        SignSGD=sgd.SignSGD,
+        ScheduleFreeWrapper=ScheduleFreeWrapper,
+        decoder=importlib.import_module("sparsify.utils").decoder_impl.__name__,
+    ), ""
+
+
+def _no_range(_name: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+class SparsifyStep:
+    """One optimisation step of sparsify's ``Trainer.fit`` (sparsify/trainer.py) for one
+    SAE with its ``TrainConfig`` defaults: ``loss_fn="fvu"``, no gradient accumulation or
+    micro-batches, ``optimizer="signum"``, ``auxk_alpha=0`` (so no AuxK pass), W&B off.
+
+    As ``fit`` does: the SAE is built in fp32 after ``torch.manual_seed(seed)``; ``b_dec``
+    is set to the first batch's mean; every step renormalises ``W_dec`` (in the forward
+    hook, before the SAE forward), runs ``SparseCoder.forward(x, y, dead_mask,
+    total_variance)`` (bf16 autocast on CUDA; on CPU fp32, the autocast being CUDA-only),
+    marks fired latents, reads the FVU to the host (``float(out.fvu)``), back-propagates
+    ``fvu + auxk_alpha · auxk_loss + multi_topk_fvu / 8``, removes the gradient component
+    parallel to the decoder rows, steps ``ScheduleFreeWrapper(SignSGD, momentum=0.95)`` at
+    lr ``5e-3 / sqrt(m / 2^14)``, zeroes the gradients and updates the dead-latent
+    counters. ``fit`` also sets ``torch.set_float32_matmul_precision("high")``
+    (``run_sparsify`` does, for its run only).
+    """
+
+    def __init__(self, sp: SimpleNamespace, d: int, m: int, k: int, device: torch.device):
+        self.tc = sp.TrainConfig(sae=sp.SparseCoderConfig(k=k, num_latents=m))
+        torch.manual_seed(self.tc.init_seeds[0])
+        self.sae = sp.SparseCoder(d, self.tc.sae, device, dtype=torch.float32)
+        if self.tc.optimizer != "signum":
+            print(
+                f"note: sparsify's default optimizer is now {self.tc.optimizer!r}; "
+                "stepping its 'signum' branch"
+            )
+        self.lr = self.tc.lr or 5e-3 / (self.sae.num_latents / (2**14)) ** 0.5
+        pgs = [dict(params=self.sae.parameters(), lr=self.lr)]
+        self.opt = sp.ScheduleFreeWrapper(sp.SignSGD(pgs), momentum=0.95)
+        self.opt.train()
+        self.since_fired = torch.zeros(m, device=device, dtype=torch.long)
+        self.did_fire = torch.zeros(m, device=device, dtype=torch.bool)
+        self.global_step = 0
+        self.fvu = float("nan")
+
+    def __call__(self, x: torch.Tensor, rng=_no_range) -> None:
+        sae, tc = self.sae, self.tc
+        with rng("sparsify: b_dec init + renorm W_dec"):
+            if self.global_step == 0:
+                sae.b_dec.data = x.mean(0).to(sae.dtype)
+            sae.set_decoder_norm_to_unit_norm()
+            dead_mask = self.since_fired > tc.dead_feature_threshold if tc.auxk_alpha > 0 else None
+        with rng("sparsify: forward"):
+            total_variance = (x - x.mean(0)).pow(2).sum()
+            out = sae(x=x, y=x, dead_mask=dead_mask, total_variance=total_variance)
+        with rng("sparsify: fired mask + FVU to host + loss"):
+            self.did_fire[out.latent_indices.flatten()] = True
+            self.fvu = float(out.fvu.detach())
+            loss = out.fvu + tc.auxk_alpha * out.auxk_loss + out.multi_topk_fvu / 8
+        loss.div(tc.grad_acc_steps * tc.micro_acc_steps).backward()
+        with rng("sparsify: grad projection (parallel to decoder rows)"):
+            sae.remove_gradient_parallel_to_decoder_directions()
+        with rng("sparsify: optimizer step (schedule-free SignSGD)"):
+            self.opt.step()
+        with rng("sparsify: zero_grad + dead-latent counters"):
+            self.opt.zero_grad()
+            with torch.no_grad():
+                self.since_fired += x.shape[0]
+                self.since_fired[self.did_fire] = 0
+                self.did_fire.zero_()
+        self.global_step += 1
+
+
+def run_sparsify(
+    sp: SimpleNamespace,
+    X: torch.Tensor,
+    args,
+    device: torch.device,
+    steps: int,
+    after_step,
+    rng=_no_range,
+) -> SparsifyStep:
+    """``steps`` sparsify steps on batches drawn as the reference's are; ``after_step(i)``
+    after step ``i`` (1-based)."""
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # as sparsify's Trainer.fit does
+    try:
+        Xd = X.to(device)
+        Xd = (Xd - Xd.mean(0)) / Xd.var(0).mean().sqrt()  # same data as the reference
+        step = SparsifyStep(sp, Xd.shape[1], args.m, args.k, device)
+        torch.manual_seed(0)
+        B = args.batch_size
+        perm = torch.randperm(Xd.shape[0], device=device)
+        per_epoch = Xd.shape[0] // B
+        for i in range(steps):
+            j = i % per_epoch
+            with rng("sparsify: batch gather"):
+                x = Xd[perm[j * B : (j + 1) * B]]
+            step(x, rng)
+            after_step(i + 1)
+    finally:
+        torch.set_float32_matmul_precision(prev)
+    return step
+
+
+def train_sparsify(
+    sp: SimpleNamespace, X: torch.Tensor, args, device: torch.device, steps: int
+) -> tuple[list[float], SparsifyStep]:
+    timer = StepTimer(device, args.warmup, args.warmup + steps)
+    step = run_sparsify(sp, X, args, device, steps + args.warmup, timer)
+    return timer.step_times(), step
+
+
 # ---------------------------------------------------------------------- profile
 _BWD = "autograd::engine::evaluate_function: "
 
@@ -369,9 +524,19 @@ def profile_step(X: torch.Tensor, args, device: torch.device) -> str:
             **extra,
         )
     B, d, m = args.batch_size, args.d, args.m
-    # top-level events of the profiled steps: children of the ProfilerStep record, plus
-    # (on CUDA) the backward nodes, which run on the autograd engine's device thread
-    ev = sorted(
+    ev = _top_level_events(prof)
+    use_cuda = device.type == "cuda"
+    phases: dict[str, float] = {}
+    for e, p in zip(ev, _phases(ev, B, d, m), strict=True):
+        t = (e.device_time_total if use_cuda else e.cpu_time_total) / 1e3 / active
+        phases[p] = phases.get(p, 0.0) + t
+    return _phase_and_op_tables(prof, phases, device, active)
+
+
+def _top_level_events(prof) -> list:
+    """Children of the ProfilerStep records (plus, on CUDA, the backward nodes, which run
+    on the autograd engine's device thread), chronological."""
+    return sorted(
         (
             e
             for e in prof.events()
@@ -380,11 +545,11 @@ def profile_step(X: torch.Tensor, args, device: torch.device) -> str:
         ),
         key=lambda e: e.time_range.start,
     )
+
+
+def _phase_and_op_tables(prof, phases: dict[str, float], device, active: int) -> str:
+    """Markdown: the per-step phase times, then the top ops by self time."""
     use_cuda = device.type == "cuda"
-    phases: dict[str, float] = {}
-    for e, p in zip(ev, _phases(ev, B, d, m), strict=True):
-        t = (e.device_time_total if use_cuda else e.cpu_time_total) / 1e3 / active
-        phases[p] = phases.get(p, 0.0) + t
     total = sum(phases.values())
     unit = "GPU ms" if use_cuda else "CPU ms"
     head = f"| phase (mean of {active} steps, {device}, profiler on) | {unit}/step | share |"
@@ -395,12 +560,82 @@ def profile_step(X: torch.Tensor, args, device: torch.device) -> str:
     ka = prof.key_averages(group_by_input_shape=True)
     key = "self_device_time_total" if use_cuda else "self_cpu_time_total"
     lines += ["", f"| op (self time) | input shapes | {unit}/step |", "|---|---|---:|"]
-    ka = [a for a in ka if not a.key.startswith("ProfilerStep")]
+    ka = [a for a in ka if not a.key.startswith(("ProfilerStep", "sparsify: "))]
     for a in sorted(ka, key=lambda a: -getattr(a, key))[:15]:
         shp = ", ".join(str(s) for s in a.input_shapes if s)[:60]
         name = a.key if len(a.key) <= 60 else a.key[:57] + "..."
         lines.append(f"| {name} | {shp} | {getattr(a, key) / 1e3 / active:.2f} |")
     return "\n".join(lines)
+
+
+_SPARSIFY_FWD = {
+    "aten::linear": "fwd: encoder matmul (F.linear)",
+    "aten::addmm": "fwd: encoder matmul (F.linear)",
+    "aten::relu": "fwd: relu over B×m",
+    "aten::topk": "fwd: topk over B×m",
+    "aten::embedding_bag": "fwd: embedding_bag decoder",
+    "aten::_embedding_bag": "fwd: embedding_bag decoder",
+}
+
+
+def profile_sparsify(sp: SimpleNamespace, X: torch.Tensor, args, device: torch.device) -> str:
+    """Profile steady-state sparsify steps (``SparsifyStep``), per step, grouped by phase:
+    the step's own parts (``record_function`` ranges), the forward split by op, the
+    backward by autograd node."""
+    from torch.profiler import ProfilerActivity, profile, record_function, schedule
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    wait, active = args.warmup, max(1, args.profile_steps)
+    warnings.filterwarnings("ignore", message=".*Profiler clears events.*")
+    with profile(
+        activities=acts,
+        record_shapes=True,
+        schedule=schedule(wait=wait, warmup=1, active=active, repeat=1),
+    ) as prof:
+
+        def after(_i):
+            sync(device)
+            prof.step()
+
+        run_sparsify(sp, X, args, device, wait + active + 2, after, rng=record_function)
+    use_cuda = device.type == "cuda"
+
+    def t_of(e) -> float:
+        return (e.device_time_total if use_cuda else e.cpu_time_total) / 1e3 / active
+
+    phases: dict[str, float] = {}
+
+    def add(p: str, t: float) -> None:
+        phases[p] = phases.get(p, 0.0) + t
+
+    def add_fwd(e) -> None:
+        label = _SPARSIFY_FWD.get(e.name)
+        if label is not None or not e.cpu_children:
+            add(label or "fwd: other (x - b_dec, FVU, casts)", t_of(e))
+            return
+        rest = t_of(e)
+        for c in e.cpu_children:
+            add_fwd(c)
+            rest -= t_of(c)
+        add("fwd: other (x - b_dec, FVU, casts)", max(rest, 0.0))
+
+    for e in _top_level_events(prof):
+        n = e.name
+        if n.startswith(_BWD):
+            node = n[len(_BWD) :]
+            if node.startswith("FusedEncoderBackward"):
+                add("bwd: fused encoder (embedding_bag dx, index_add dW_enc, db_enc)", t_of(e))
+            elif node.startswith("EmbeddingBagBackward"):
+                add("bwd: embedding_bag decoder", t_of(e))
+            else:
+                add("bwd: other nodes (FVU, b_dec, accumulate)", t_of(e))
+        elif n == "sparsify: forward":
+            add_fwd(e)
+        elif n.startswith("sparsify: "):
+            add(n[len("sparsify: ") :], t_of(e))
+        else:
+            add("other (backward launch, Python)", t_of(e))
+    return _phase_and_op_tables(prof, phases, device, active)
 
 
 # -------------------------------------------------------------------------- main
@@ -444,6 +679,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dead-window", type=int, default=None, help="samples; default 8 batches")
     p.add_argument("--no-fp32", action="store_true", help="skip sparsecell precision=fp32")
     p.add_argument("--no-ref", action="store_true", help="skip the dense reference")
+    p.add_argument("--no-sparsify", action="store_true", help="skip the sparsify peer row")
+    p.add_argument(
+        "--sparsify-steps", type=int, default=None, help="timed sparsify steps (default --steps)"
+    )
     p.add_argument("--profile", action="store_true", help="print a per-phase step profile")
     p.add_argument("--profile-steps", type=int, default=3, help="steps averaged by --profile")
     p.add_argument("--out", default=str(HERE / "RESULTS.md"))
@@ -457,6 +696,7 @@ def main(argv: list[str] | None = None) -> None:
     gpu = device.type == "cuda"
     args.steps = args.steps or (300 if gpu else 30)
     args.ref_steps = args.ref_steps or (100 if gpu else 12)
+    args.sparsify_steps = args.sparsify_steps or args.steps
     # on CUDA the warm-up also covers graph capture (eager steps, then one capture per
     # AuxK on/off state, the dead check coming every 16 steps)
     args.warmup = args.warmup if args.warmup is not None else (40 if gpu else 10)
@@ -476,6 +716,10 @@ def main(argv: list[str] | None = None) -> None:
     if gpu:
         X = X.to(device)
     print(f"data ready in {time.perf_counter() - t0:.1f}s")
+
+    peer, sp_why = (None, "skipped (--no-sparsify)") if args.no_sparsify else load_sparsify()
+    if peer is None:
+        print(f"note: no sparsify row: {sp_why}")
 
     peak32 = matmul_flops(B, d, m, torch.float32, device)
     bf16_ok = gpu or cpu_has_fast_bf16()
@@ -504,10 +748,31 @@ def main(argv: list[str] | None = None) -> None:
             f"run {time.perf_counter() - t:.0f}s)",
             flush=True,
         )
+    sp_sps = float("nan")
+    sp_note = ""
+    if peer is not None:
+        t = time.perf_counter()
+        times, st = train_sparsify(peer, X, args, device, args.sparsify_steps)
+        dt, sp_sps = summarise(times, B)
+        prec = "bf16 autocast fwd + TF32" if gpu else "fp32: its autocast is CUDA-only"
+        sp_note = (
+            f"fvu {st.fvu:.3f}; {prec}; schedule-free SignSGD lr {st.lr:.2e}; "
+            f"AuxK off (auxk_alpha={st.tc.auxk_alpha:g}, its default); "
+            f"decoder {peer.decoder}"
+        )
+        rows.append((f"sparsify {peer.version} SparseCoder", dt, sp_sps, len(times), sp_note))
+        print(
+            f"sparsify: {fmt_ms(dt)} ms/step, {sp_sps:,.0f} samples/s "
+            f"(mean {fmt_ms(statistics.mean(times))} ms; {sp_note}; "
+            f"run {time.perf_counter() - t:.0f}s)",
+            flush=True,
+        )
+    ref_sps = float("nan")
     if not args.no_ref:
         t = time.perf_counter()
         times, loss = train_reference(X, args, device, args.ref_steps)
-        dt, sps = summarise(times, B)
+        dt, ref_sps = summarise(times, B)
+        sps = ref_sps
         rows.append(
             ("dense reference (fp32, dense decoder)", dt, sps, len(times), f"mse {loss:.3f}")
         )
@@ -522,17 +787,19 @@ def main(argv: list[str] | None = None) -> None:
     if bf16_ok:
         peak16 = max(peak16, matmul_flops(B, d, m, torch.bfloat16, device))
     print(f"matmul peak (best of start/end): fp32 {fmt_flops(peak32)}, bf16 {fmt_flops(peak16)}")
-    ref_sps = rows[-1][2] if not args.no_ref else float("nan")
+    vs_sp = peer is not None
     table = [
-        "| trainer | ms/step | samples/s | vs reference | dense-equiv. FLOP/s | "
-        "of fp32 matmul peak | timed steps | notes |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| trainer | ms/step | samples/s | vs reference | "
+        + ("vs sparsify | " if vs_sp else "")
+        + "dense-equiv. FLOP/s | of fp32 matmul peak | timed steps | notes |",
+        "|---|---:|---:|---:|" + ("---:|" if vs_sp else "") + "---:|---:|---:|---|",
     ]
     for label, dt, sps, n_steps, note in rows:
         eq = dense_flops / dt
         table.append(
             f"| {label} | {fmt_ms(dt)} | {sps:,.0f} | {sps / ref_sps:.2f}x | "
-            f"{fmt_flops(eq)} | {eq / peak32:.0%} | {n_steps} | {note} |"
+            + (f"{sps / sp_sps:.2f}x | " if vs_sp else "")
+            + f"{fmt_flops(eq)} | {eq / peak32:.0%} | {n_steps} | {note} |"
         )
     table_txt = "\n".join(table)
     print()
@@ -544,6 +811,14 @@ def main(argv: list[str] | None = None) -> None:
         verdict.append(
             f"Speed-up of sparsecell ({auto_name}) over the dense reference: **{sp:.2f}x** "
             + (f"(goal >= 1.5x on CPU: {'met' if sp >= 1.5 else 'NOT met'})." if not gpu else ".")
+        )
+    if peer is not None:
+        ours = [(label, sps) for label, _, sps, _, _ in rows if label.startswith("sparsecell")]
+        fast = ", ".join(f"{label} **{sps / sp_sps:.2f}x**" for label, sps in ours)
+        verdict.append(
+            f"Samples/s relative to sparsify {peer.version} at the same setting: {fast}"
+            + ("" if args.no_ref else f", dense reference {ref_sps / sp_sps:.2f}x")
+            + "."
         )
     if gpu:
         verdict.append(
@@ -558,6 +833,12 @@ def main(argv: list[str] | None = None) -> None:
         prof_txt = profile_step(X, args, device)
         print()
         print(prof_txt)
+    sp_prof_txt = ""
+    if args.profile and peer is not None:
+        sp_prof_txt = profile_sparsify(peer, X, args, device)
+        print()
+        print(f"sparsify {peer.version} steps by phase:")
+        print(sp_prof_txt)
 
     out = Path(args.out)
     if not out.exists():
@@ -582,6 +863,20 @@ def main(argv: list[str] | None = None) -> None:
         f"- Measured matmul (B×d)@(d×m): fp32 {fmt_flops(peak32)}, "
         f"bf16 {fmt_flops(peak16)}. Dense step = 12·B·d·m = "
         f"{dense_flops / 1e9:,.1f} GFLOP.",
+        (
+            f"- Peer: EleutherAI sparsify {peer.version} (PyPI `eai-sparsify`), installed "
+            "into the venv for benchmarking only (not a project dependency; pip never "
+            f"touches torch) with `{SPARSIFY_INSTALL}`. Its step is driven as its "
+            "`Trainer.fit` steps one SAE with its defaults (`SparsifyStep`): "
+            "`set_decoder_norm_to_unit_norm`, `SparseCoder.forward` (fused encoder + "
+            "topk, embedding_bag decoder), loss `fvu + auxk_alpha·auxk_loss` "
+            "(auxk_alpha = 0), backward, `remove_gradient_parallel_to_decoder_directions`, "
+            "`ScheduleFreeWrapper(SignSGD, momentum=0.95)` at lr 5e-3/sqrt(m/2^14) = "
+            f"{st.lr:.2e}; same data and batch draw as the dense reference, "
+            f"{args.sparsify_steps} timed steps after the same {args.warmup} warm-up steps."
+            if peer is not None
+            else f"- Peer sparsify: no row ({sp_why})."
+        ),
         "",
         table_txt,
         "",
@@ -589,6 +884,13 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if prof_txt:
         section += ["", "sparsecell steps by phase (torch.profiler, per step):", "", prof_txt]
+    if sp_prof_txt:
+        section += [
+            "",
+            f"sparsify {peer.version} steps by phase (torch.profiler, per step):",
+            "",
+            sp_prof_txt,
+        ]
     with out.open("a") as f:
         f.write("\n".join(section).rstrip() + "\n")
     print(f"\nappended to {out}")
