@@ -71,8 +71,8 @@ class TrainConfig:
     steps: int | None = None
     """Total optimisation steps (overrides ``epochs``)."""
     lr: float | None = None
-    """Adam learning rate; ``None`` gives 2e-4 · sqrt(16384 / d_sae), the scaling law of
-    Gao et al. (2024), capped at 1e-3."""
+    """Adam learning rate; ``None`` gives 4e-3 · sqrt(16384 / d_sae) capped at 1e-2 (the
+    shape of Gao et al.'s 2024 scaling law, tuned for cell-embedding-sized runs)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam betas."""
     warmup_steps: int = 100
