@@ -1,0 +1,605 @@
+"""Representational alignment between two representations of the same samples.
+
+``A`` (n × p) and ``B`` (n × q) hold the same samples in their rows (cells, images,
+stimuli) and units in their columns (neurons, embedding dimensions, SAE latents). The
+mapping metrics (``semi_matching``, ``soft_matching``, ``ridge``) follow Longon, Klindt &
+Khosla, *Superposition disentanglement of neural representations reveals hidden
+alignment* (arXiv 2510.03186): dead (constant) units are dropped, the map is fitted on
+the training folds of a seeded K-fold split over samples and scored on the held-out fold.
+The other metrics fit nothing and are computed once on all samples.
+
+Every function accepts dense numpy arrays, ``scipy.sparse`` matrices (kept sparse: column
+statistics and unit correlations come from sparse products) and torch tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._errors import SparsecellError
+from . import _stats as st
+
+#: Alignment metrics fitted with cross-validation over samples.
+CV_METRICS: tuple[str, ...] = ("semi_matching", "soft_matching", "ridge")
+#: All alignment metrics understood by :func:`alignment`.
+METRICS: tuple[str, ...] = CV_METRICS + (
+    "cka",
+    "cka_debiased",
+    "rsa",
+    "procrustes",
+    "mutual_knn",
+)
+
+#: Ridge penalties searched by the inner cross-validation (1e-8 … 1e8, one per decade).
+RIDGE_ALPHAS: np.ndarray = np.logspace(-8, 8, 17)
+
+
+@dataclass(frozen=True, eq=False)
+class AlignmentResult:
+    """Score of one alignment metric.
+
+    Attributes
+    ----------
+    score
+        The metric's value: the mean over folds for cross-validated metrics, the value on
+        all samples otherwise.
+    per_fold
+        Held-out score of every fold (empty for metrics that are not cross-validated).
+    metric
+        Name of the metric.
+    n_units_a, n_units_b
+        Units of ``A`` and ``B`` kept after dropping dead (constant) ones.
+    folds
+        Number of folds (0 when the metric is not cross-validated).
+    seed
+        Seed of the fold split (and of any subsampling).
+    """
+
+    score: float
+    per_fold: np.ndarray
+    metric: str
+    n_units_a: int
+    n_units_b: int
+    folds: int = 0
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __float__(self) -> float:
+        return float(self.score)
+
+    def __repr__(self) -> str:
+        pf = np.array2string(np.asarray(self.per_fold), precision=4, separator=", ")
+        return (
+            f"AlignmentResult(metric={self.metric!r}, score={self.score:.4f}, per_fold={pf}, "
+            f"n_units_a={self.n_units_a}, n_units_b={self.n_units_b})"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _prepare(A: Any, B: Any) -> tuple[st.Matrix, st.Matrix]:
+    """Coerce, check the sample counts, drop dead units, require two live units each."""
+    A = st.as_matrix(A, "A")
+    B = st.as_matrix(B, "B")
+    st.check_same_n(A, B, "A", "B")
+    out = []
+    for name, X in (("A", A), ("B", B)):
+        Xl, keep = st.drop_dead(X)
+        if keep.sum() < 2:
+            raise SparsecellError(
+                f"{name} has {int(keep.sum())} live unit(s) after dropping "
+                f"{int((~keep).sum())} constant column(s); alignment needs at least 2",
+                "pass a representation with at least 2 units that vary across samples",
+            )
+        out.append(Xl)
+    return out[0], out[1]
+
+
+def _splits(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import KFold
+
+    st.check_folds(n, folds)
+    return list(KFold(n_splits=int(folds), shuffle=True, random_state=seed).split(np.zeros(n)))
+
+
+def _result(
+    metric: str,
+    per_fold: list[float],
+    A: st.Matrix,
+    B: st.Matrix,
+    folds: int,
+    seed: int,
+    **params: Any,
+) -> AlignmentResult:
+    pf = np.asarray(per_fold, dtype=float)
+    return AlignmentResult(
+        score=float(pf.mean()),
+        per_fold=pf,
+        metric=metric,
+        n_units_a=int(A.shape[1]),
+        n_units_b=int(B.shape[1]),
+        folds=int(folds),
+        seed=int(seed),
+        params=params,
+    )
+
+
+def _paired_correlations(P: np.ndarray, Y: st.Matrix) -> np.ndarray:
+    """Pearson correlation of column ``j`` of ``P`` with column ``j`` of ``Y`` (0 where
+    either is constant)."""
+    Y = Y.toarray() if sp.issparse(Y) else Y
+    mp, sp_, rp = st.column_stats(P)
+    my, sy, ry = st.column_stats(Y)
+    ok = st.live_mask(sp_, rp) & st.live_mask(sy, ry)
+    r = np.zeros(P.shape[1])
+    cov = np.mean((P[:, ok] - mp[ok]) * (Y[:, ok] - my[ok]), axis=0)
+    r[ok] = cov / (sp_[ok] * sy[ok])
+    return np.clip(r, -1.0, 1.0)
+
+
+# --------------------------------------------------------------------------- mapping metrics
+
+
+def unit_correlations(A: Any, B: Any) -> np.ndarray:
+    """Pearson correlation of every unit of ``A`` with every unit of ``B``.
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` and ``(n, q)`` representations of the same ``n`` samples (dense,
+        scipy.sparse or torch).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(p, q)`` matrix; pairs involving a constant column are 0. Nothing larger than
+        ``p × q`` is materialised (columns are standardised implicitly, one product).
+    """
+    A = st.as_matrix(A, "A")
+    B = st.as_matrix(B, "B")
+    st.check_same_n(A, B, "A", "B")
+    return st.correlations(A, B)
+
+
+def semi_matching(A: Any, B: Any, *, folds: int = 5, seed: int = 0) -> AlignmentResult:
+    """Semi-matching score: each unit of ``B`` is matched to its best unit of ``A``.
+
+    On the training folds every target unit ``j`` (column of ``B``) takes the source unit
+    ``i*(j) = argmax_i r_train(a_i, b_j)``; the fold's score is the mean over ``j`` of the
+    held-out correlation ``r_test(a_{i*(j)}, b_j)``. Several targets may share a source.
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` source and ``(n, q)`` target representations of the same samples.
+    folds
+        Number of cross-validation folds over samples.
+    seed
+        Seed of the (shuffled) fold split.
+
+    Returns
+    -------
+    AlignmentResult
+        Mean and per-fold held-out scores, in ``[-1, 1]``; 1 when ``B`` is a
+        unit-permutation (or positive per-unit rescaling) of ``A``.
+    """
+    A, B = _prepare(A, B)
+    per = []
+    for tr, te in _splits(A.shape[0], folds, seed):
+        best = np.argmax(st.correlations(A[tr], B[tr]), axis=0)
+        c_te = st.correlations(A[te], B[te])
+        per.append(float(np.mean(c_te[best, np.arange(B.shape[1])])))
+    return _result("semi_matching", per, A, B, folds, seed)
+
+
+def soft_matching(A: Any, B: Any, *, folds: int = 5, seed: int = 0) -> AlignmentResult:
+    """Soft-matching score: an exact optimal transport plan between the units.
+
+    On the training folds the plan ``P`` (``p × q``, rows summing to ``1/p``, columns to
+    ``1/q``) maximises ``Σ_ij P_ij r_train(a_i, b_j)``, i.e. minimises the cost
+    ``1 - r``; the fold's score is ``Σ_ij P_ij r_test(a_i, b_j)``. With ``p == q`` the plan
+    is a permutation (``scipy.optimize.linear_sum_assignment``); otherwise the exact
+    transportation problem is solved (assignment of replicated units when
+    ``lcm(p, q) ≤ 8192``, e.g. 512 × 4096 units in seconds; else a HiGHS LP, which is slow
+    beyond a few hundred units a side).
+    On the training data it never exceeds :func:`semi_matching` (a plan spreads each
+    target over sources, semi-matching takes the best one).
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` and ``(n, q)`` representations of the same samples.
+    folds
+        Number of cross-validation folds over samples.
+    seed
+        Seed of the (shuffled) fold split.
+
+    Returns
+    -------
+    AlignmentResult
+        Mean and per-fold held-out scores, in ``[-1, 1]``.
+    """
+    A, B = _prepare(A, B)
+    per = []
+    for tr, te in _splits(A.shape[0], folds, seed):
+        plan = st.transport_plan(st.correlations(A[tr], B[tr]))
+        per.append(float(np.sum(plan * st.correlations(A[te], B[te]))))
+    return _result("soft_matching", per, A, B, folds, seed)
+
+
+def ridge(
+    A: Any,
+    B: Any,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    alphas: Any = None,
+    standardize: bool = True,
+    alpha_per_target: bool = False,
+) -> AlignmentResult:
+    """Linear predictivity: ridge regression from ``A`` to ``B``, scored by correlation.
+
+    On the training folds, ridge regression with an unpenalised intercept maps ``A`` to all
+    of ``B``; its penalty is chosen among ``alphas`` (default ``1e-8 … 1e8``, one per
+    decade) by the inner, exact leave-one-out cross-validation of the training rows (the
+    estimator of :class:`sklearn.linear_model.RidgeCV`, re-implemented on one
+    eigendecomposition so that sparse ``A`` stays sparse and is fast). The fold's score is
+    the mean over units of ``B`` of the Pearson correlation between held-out predictions
+    and held-out values.
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` predictors and ``(n, q)`` targets of the same samples.
+    folds
+        Number of outer cross-validation folds over samples.
+    seed
+        Seed of the (shuffled) fold split.
+    alphas
+        Candidate penalties; default :data:`RIDGE_ALPHAS`.
+    standardize
+        Scale every column of ``A`` and ``B`` to unit standard deviation on the training
+        rows first (sparse inputs are scaled, not centred), so the penalty treats units
+        alike and no unit dominates the penalty choice.
+    alpha_per_target
+        Choose a penalty per unit of ``B`` instead of one for all.
+
+    Returns
+    -------
+    AlignmentResult
+        Mean and per-fold held-out scores, in ``[-1, 1]``.
+    """
+    A, B = _prepare(A, B)
+    alphas = RIDGE_ALPHAS if alphas is None else np.asarray(alphas, dtype=float).ravel()
+    Bd = B.toarray() if sp.issparse(B) else B
+    per = []
+    for tr, te in _splits(A.shape[0], folds, seed):
+        Atr, Ate, Btr, Bte = A[tr], A[te], Bd[tr], Bd[te]
+        if standardize:
+            _, sa, ra = st.column_stats(Atr)
+            sa = np.where(st.live_mask(sa, ra), sa, 1.0)
+            _, sb, rb = st.column_stats(Btr)
+            sb = np.where(st.live_mask(sb, rb), sb, 1.0)
+            if sp.issparse(A):
+                scale = sp.diags(1.0 / sa)
+                Atr, Ate = sp.csr_matrix(Atr @ scale), sp.csr_matrix(Ate @ scale)
+            else:
+                Atr, Ate = Atr / sa, Ate / sa
+            Btr, Bte = Btr / sb, Bte / sb
+        coef, intercept, _, _ = st.ridge_loo(Atr, Btr, alphas, alpha_per_target=alpha_per_target)
+        pred = np.asarray(Ate @ coef) + intercept
+        per.append(float(np.mean(_paired_correlations(pred, Bte))))
+    return _result(
+        "ridge", per, A, B, folds, seed, standardize=standardize, alpha_per_target=alpha_per_target
+    )
+
+
+# --------------------------------------------------------------------------- similarity metrics
+
+
+def cka(A: Any, B: Any, *, debiased: bool = False) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019).
+
+    ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear kernels ``K = A_c A_cᵀ``
+    and ``L = B_c B_cᵀ`` of the column-centred data. The biased (plain) estimator is
+    ``‖A_cᵀ B_c‖_F² / (‖A_cᵀ A_c‖_F ‖B_cᵀ B_c‖_F)``; with ``debiased=True`` HSIC is the
+    unbiased U-statistic of Song et al. (2012), which removes the positive bias of CKA at
+    small ``n`` or many units (independent representations then score about 0 and may score
+    below it). Computed in feature space (``n × n`` Gram matrices are never formed).
+    Invariant to orthogonal transforms and isotropic scaling of either side, not to
+    general invertible linear maps.
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` and ``(n, q)`` representations of the same samples (``n ≥ 4`` when
+        debiased).
+    debiased
+        Use the unbiased HSIC estimator.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]`` (biased); the debiased value can be slightly negative.
+    """
+    A, B = _prepare(A, B)
+    n = A.shape[0]
+    ma = st.column_stats(A)[0]
+    mb = st.column_stats(B)[0]
+    cross_sq = float(np.sum(st.centered_cross(A, B, ma, mb) ** 2))
+    aa = st.gram_frob_sq(A, ma)
+    bb = st.gram_frob_sq(B, mb)
+    if not debiased:
+        return float(cross_sq / np.sqrt(aa * bb))
+    if n < 4:
+        raise SparsecellError(
+            f"debiased CKA needs at least 4 samples, got {n}",
+            "pass more samples or use cka (biased)",
+        )
+    dk = st.row_sq_norms_centered(A, ma)
+    dl = st.row_sq_norms_centered(B, mb)
+
+    def hsic(frob_sq: float, x: np.ndarray, y: np.ndarray) -> float:
+        return (
+            frob_sq - x @ y + x.sum() * y.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (x @ y)
+        ) / (n * (n - 3))
+
+    hab = hsic(cross_sq, dk, dl)
+    haa = hsic(aa, dk, dk)
+    hbb = hsic(bb, dl, dl)
+    if haa <= 0 or hbb <= 0:
+        raise SparsecellError(
+            "debiased CKA is undefined here (a self-HSIC estimate is <= 0)",
+            "pass more samples or use cka (biased)",
+        )
+    return float(hab / np.sqrt(haa * hbb))
+
+
+def _row_correlation_distances(X: st.Matrix) -> np.ndarray:
+    """Upper triangle of the correlation-distance RDM ``1 - r(x_i, x_j)`` (0 for constant
+    rows' correlations, i.e. distance 1)."""
+    n, p = X.shape
+    if sp.issparse(X):
+        m = np.asarray(X.mean(axis=1)).ravel()
+        G = np.asarray((X @ X.T).toarray()) / p - np.outer(m, m)
+        rms = np.sqrt(np.asarray(X.multiply(X).mean(axis=1)).ravel())
+    else:
+        Xc = X - X.mean(axis=1, keepdims=True)
+        G = Xc @ Xc.T / p
+        rms = np.sqrt(np.mean(X**2, axis=1))
+    d = np.sqrt(np.maximum(np.diag(G), 0.0))
+    ok = st.live_mask(d, rms)
+    iu = np.triu_indices(n, 1)
+    num = G[iu]
+    den = (d[:, None] * d[None, :])[iu]
+    okp = (ok[:, None] & ok[None, :])[iu]
+    r = np.zeros_like(num)
+    r[okp] = num[okp] / den[okp]
+    return 1.0 - np.clip(r, -1.0, 1.0)
+
+
+def rsa(
+    A: Any,
+    B: Any,
+    *,
+    method: Literal["spearman", "pearson"] = "spearman",
+    max_samples: int | None = 3000,
+    seed: int = 0,
+) -> float:
+    """Representational similarity analysis (Kriegeskorte et al. 2008).
+
+    Each representation gives a representational dissimilarity matrix (RDM) over samples,
+    ``D_ij = 1 - r(x_i, x_j)`` (Pearson correlation of the two samples' unit vectors);
+    the score is the Spearman (default) or Pearson correlation of the two RDMs' upper
+    triangles. A sample whose units are all equal has correlation 0 (distance 1) to every
+    other; Spearman ranks treat distances within 1e-12 as ties. RDMs are ``n × n``:
+    above ``max_samples`` samples a random subset (by ``seed``) is used.
+
+    Invariant to per-sample shifts and scalings of either side, and (Spearman) to any
+    monotone transform of the distances; not invariant to unit-wise rescaling.
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` and ``(n, q)`` representations of the same samples (``n ≥ 3``).
+    method
+        ``"spearman"`` or ``"pearson"`` correlation between the RDMs.
+    max_samples
+        Largest number of samples used (``None``: all).
+    seed
+        Seed of the subsample.
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``.
+    """
+    from scipy.stats import rankdata
+
+    if method not in ("spearman", "pearson"):
+        raise st.unknown("RSA method", method, ["spearman", "pearson"])
+    A, B = _prepare(A, B)
+    n = A.shape[0]
+    if n < 3:
+        raise SparsecellError(f"RSA needs at least 3 samples, got {n}", "pass more samples")
+    if max_samples is not None and n > max_samples:
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=int(max_samples), replace=False))
+        A, B = A[idx], B[idx]
+    da = _row_correlation_distances(A)
+    db = _row_correlation_distances(B)
+    if method == "spearman":
+        # Distances equal up to rounding (sparse rows often tie exactly) rank as ties, so
+        # the result does not depend on the order of floating-point operations.
+        da, db = rankdata(np.round(da, 12)), rankdata(np.round(db, 12))
+    da = da - da.mean()
+    db = db - db.mean()
+    den = np.sqrt(np.sum(da**2) * np.sum(db**2))
+    if den == 0:
+        raise SparsecellError(
+            "an RDM is constant, so RSA is undefined", "pass representations whose samples differ"
+        )
+    return float(np.clip(np.sum(da * db) / den, -1.0, 1.0))
+
+
+def procrustes(A: Any, B: Any) -> float:
+    """Orthogonal Procrustes similarity (Williams et al. 2021, generalised shape metrics).
+
+    After centring columns and scaling each representation to unit Frobenius norm (the
+    narrower one implicitly zero-padded), ``sim = max_Q tr(Qᵀ Aᵀ B) = ‖A_cᵀ B_c‖_* /
+    (‖A_c‖_F ‖B_c‖_F)`` (nuclear norm; ``Q`` orthogonal). Invariant to translations,
+    isotropic scalings and orthogonal transforms of either side.
+    :func:`procrustes_distance` turns it into a metric.
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` and ``(n, q)`` representations of the same samples.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; 1 when ``B`` is a rotated, scaled, shifted copy of ``A``.
+    """
+    A, B = _prepare(A, B)
+    n = A.shape[0]
+    ma, sa, _ = st.column_stats(A)
+    mb, sb, _ = st.column_stats(B)
+    s = np.linalg.svd(st.centered_cross(A, B, ma, mb), compute_uv=False)
+    den = n * np.sqrt(np.sum(sa**2) * np.sum(sb**2))
+    return float(np.clip(s.sum() / den, 0.0, 1.0))
+
+
+def procrustes_distance(
+    A: Any, B: Any, *, kind: Literal["angular", "euclidean"] = "angular"
+) -> float:
+    """Orthogonal Procrustes shape distance (a metric on representations).
+
+    ``angular``: ``arccos(sim)`` in ``[0, π/2]`` (Williams et al. 2021);
+    ``euclidean``: ``sqrt(2 - 2 sim)``, the minimal Frobenius distance between the
+    centred, unit-norm representations over rotations. ``sim`` is :func:`procrustes`.
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` and ``(n, q)`` representations of the same samples.
+    kind
+        ``"angular"`` or ``"euclidean"``.
+
+    Returns
+    -------
+    float
+        0 for identical shapes.
+    """
+    if kind not in ("angular", "euclidean"):
+        raise st.unknown("Procrustes distance kind", kind, ["angular", "euclidean"])
+    sim = procrustes(A, B)
+    if kind == "angular":
+        return float(np.arccos(sim))
+    return float(np.sqrt(max(2.0 - 2.0 * sim, 0.0)))
+
+
+def mutual_knn(A: Any, B: Any, *, k: int = 10, metric: str = "euclidean") -> float:
+    """Mutual nearest-neighbour overlap (Huh et al. 2024, the Platonic representation).
+
+    For each sample, the fraction of its ``k`` nearest neighbours in ``A`` that are also
+    among its ``k`` nearest neighbours in ``B`` (self excluded; sklearn
+    ``NearestNeighbors``), averaged over samples. Invariant to anything that preserves
+    each side's neighbour ranks (rotations, translations, isotropic scaling).
+
+    Parameters
+    ----------
+    A, B
+        ``(n, p)`` and ``(n, q)`` representations of the same samples.
+    k
+        Neighbourhood size (``k < n``).
+    metric
+        Distance for the neighbour search (any sklearn metric, e.g. ``"cosine"``).
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; about ``k / (n - 1)`` for unrelated representations.
+    """
+    A, B = _prepare(A, B)
+    ia = st.knn_indices(A, k, metric)
+    ib = st.knn_indices(B, k, metric)
+    return float(np.mean(st.set_overlap(ia, ib)) / k)
+
+
+# --------------------------------------------------------------------------- dispatcher
+
+
+def alignment(
+    A: Any,
+    B: Any,
+    metric: str = "semi_matching",
+    folds: int = 5,
+    seed: int = 0,
+    **kwargs: Any,
+) -> AlignmentResult:
+    """Alignment of representation ``A`` (n × p) with ``B`` (n × q) by one metric.
+
+    Parameters
+    ----------
+    A, B
+        Representations of the same ``n`` samples (rows), dense, scipy.sparse or torch.
+        Constant ("dead") units are dropped first.
+    metric
+        One of :data:`METRICS`: ``semi_matching``, ``soft_matching``, ``ridge``
+        (cross-validated: ``A`` is the source, ``B`` the target), ``cka``,
+        ``cka_debiased``, ``rsa``, ``procrustes`` (similarity), ``mutual_knn``.
+    folds
+        Number of cross-validation folds (cross-validated metrics only).
+    seed
+        Seed of the fold split and of any subsampling.
+    **kwargs
+        Passed to the metric's function (e.g. ``k`` for ``mutual_knn``, ``method`` for
+        ``rsa``, ``alphas`` for ``ridge``).
+
+    Returns
+    -------
+    AlignmentResult
+        ``score``, ``per_fold`` (empty when not cross-validated), ``metric``,
+        ``n_units_a``, ``n_units_b``; ``float(result)`` is the score.
+
+    Examples
+    --------
+    >>> import numpy as np, sparsecell as spc
+    >>> A = np.random.default_rng(0).standard_normal((200, 8))
+    >>> round(spc.lab.alignment(A, A[:, ::-1]).score, 6)
+    1.0
+    """
+    if metric not in METRICS:
+        raise st.unknown("alignment metric", str(metric), list(METRICS))
+    if metric == "semi_matching":
+        return semi_matching(A, B, folds=folds, seed=seed, **kwargs)
+    if metric == "soft_matching":
+        return soft_matching(A, B, folds=folds, seed=seed, **kwargs)
+    if metric == "ridge":
+        return ridge(A, B, folds=folds, seed=seed, **kwargs)
+    Ap, Bp = _prepare(A, B)
+    if metric == "cka":
+        score = cka(Ap, Bp, **kwargs)
+    elif metric == "cka_debiased":
+        score = cka(Ap, Bp, debiased=True, **kwargs)
+    elif metric == "rsa":
+        score = rsa(Ap, Bp, seed=seed, **kwargs)
+    elif metric == "procrustes":
+        score = procrustes(Ap, Bp, **kwargs)
+    else:
+        score = mutual_knn(Ap, Bp, **kwargs)
+    return AlignmentResult(
+        score=float(score),
+        per_fold=np.empty(0),
+        metric=metric,
+        n_units_a=int(Ap.shape[1]),
+        n_units_b=int(Bp.shape[1]),
+        folds=0,
+        seed=int(seed),
+        params=dict(kwargs),
+    )
