@@ -25,7 +25,9 @@ app = typer.Typer(
 sae_app = typer.Typer(no_args_is_help=True, help="Train, evaluate and sweep sparse autoencoders.")
 data_app = typer.Typer(no_args_is_help=True, help="Write built-in data sets to files.")
 app.add_typer(sae_app, name="sae")
+lab_app = typer.Typer(no_args_is_help=True, help="Superposition lab: alignment and fidelity.")
 app.add_typer(data_app, name="datasets")
+app.add_typer(lab_app, name="lab")
 
 
 def _friendly(fn):
@@ -196,6 +198,124 @@ def sae_sweep(
     )
     typer.echo(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     typer.echo(f"frontier written to {out}/frontier.csv and {out}/frontier.png")
+
+
+@sae_app.command("encode")
+@_friendly
+def sae_encode(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Folder of a trained SAE.")],
+    input: InputOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Latents file (.npz, sparse CSR).")],
+    obsm: ObsmOpt = None,
+) -> None:
+    """Encode embeddings into sparse SAE latents (scipy CSR saved as .npz)."""
+    import io
+
+    import scipy.sparse as sp
+
+    from . import sae as sae_mod
+    from ._io import atomic_write_bytes
+
+    if out.suffix != ".npz":
+        raise SparsecellError(f"--out must end in .npz, got '{out.name}'", "e.g. --out latents.npz")
+    sae = sae_mod.load(model)
+    Z = sae.encode(_load_input(input, obsm))
+    buf = io.BytesIO()
+    sp.save_npz(buf, Z)
+    atomic_write_bytes(out, buf.getvalue())
+    typer.echo(f"{Z.shape[0]} × {Z.shape[1]} latents, mean L0 {Z.nnz / Z.shape[0]:.2f}, in {out}")
+
+
+def _semantic(spec: str):
+    """Read ``FILE.csv:column`` (or ``.h5ad:obs_column``) into a 1-D array."""
+    import numpy as np
+    import pandas as pd
+
+    path, _, col = spec.rpartition(":")
+    if not path or not col:
+        raise SparsecellError(
+            f"--semantic '{spec}' is not FILE:COLUMN", "e.g. --semantic obs.csv:cell_death_rate"
+        )
+    p = Path(path)
+    if not p.exists():
+        raise SparsecellError(f"semantic file not found: {p}", "check the path")
+    if p.suffix == ".h5ad":
+        import anndata as ad
+
+        df = ad.read_h5ad(p, backed="r").obs
+    else:
+        df = pd.read_csv(p)
+    if col not in df.columns:
+        raise SparsecellError(
+            f"column '{col}' not in {p.name}", f"available: {', '.join(map(str, df.columns))}"
+        )
+    return np.asarray(df[col], dtype=float)
+
+
+def _echo_result(res: Any, title: str, json_out: Path | None) -> None:
+    from ._io import atomic_write_text, dump_json
+
+    d = {
+        "metric": res.metric,
+        "score": float(res.score),
+        "per_fold": [float(v) for v in getattr(res, "per_fold", [])],
+    }
+    typer.echo(f"{title}: {res.metric} = {d['score']:.4f}")
+    if d["per_fold"]:
+        typer.echo("per fold: " + ", ".join(f"{v:.4f}" for v in d["per_fold"]))
+    if json_out is not None:
+        atomic_write_text(json_out, dump_json(d))
+        typer.echo(f"written to {json_out}")
+
+
+@lab_app.command("align")
+@_friendly
+def lab_align(
+    a: Annotated[Path, typer.Option("--a", help="Representation A: .npy, .h5ad or .npz.")],
+    b: Annotated[Path, typer.Option("--b", help="Representation B (same rows as A).")],
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="semi_matching, soft_matching, ridge, cka, "
+            "cka_debiased, rsa, procrustes, mutual_knn."
+        ),
+    ] = "semi_matching",
+    obsm_a: Annotated[str | None, typer.Option(help="obsm key of A (.h5ad).")] = None,
+    obsm_b: Annotated[str | None, typer.Option(help="obsm key of B (.h5ad).")] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+) -> None:
+    """Alignment of two representations of the same samples (arXiv 2510.03186)."""
+    from . import lab
+
+    res = lab.alignment(
+        _load_input(a, obsm_a), _load_input(b, obsm_b), metric=metric, folds=folds, seed=seed
+    )
+    _echo_result(res, f"{a.name} → {b.name}", json_out)
+
+
+@lab_app.command("fidelity")
+@_friendly
+def lab_fidelity(
+    input: InputOpt,
+    semantic: Annotated[
+        str | None, typer.Option(help="FILE.csv:COLUMN (or .h5ad:obs column) of the variable.")
+    ] = None,
+    metric: Annotated[
+        str, typer.Option(help="knn_ratio, morans_i, ridge_r2, effective_rank.")
+    ] = "knn_ratio",
+    obsm: ObsmOpt = None,
+    k: Annotated[int, typer.Option(help="Neighbours.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
+) -> None:
+    """Geometric fidelity of an embedding against a semantic variable (arXiv 2606.31394)."""
+    from . import lab
+
+    s = _semantic(semantic) if semantic is not None else None
+    res = lab.fidelity(_load_input(input, obsm), semantic=s, metric=metric, k=k, seed=seed)
+    _echo_result(res, input.name, json_out)
 
 
 @data_app.command("sparse-features")

@@ -18,7 +18,9 @@ def read_embeddings(
     Parameters
     ----------
     path
-        A ``.npy`` file (opened memory-mapped when ``mmap``) or an ``.h5ad`` file.
+        A ``.npy`` file (opened memory-mapped when ``mmap``), a ``.npz`` sparse matrix
+        (``scipy.sparse.save_npz``, e.g. SAE latents from ``sparsecell sae encode``) or an
+        ``.h5ad`` file.
     obsm
         For ``.h5ad``: the ``obsm`` key to read (``None`` reads ``X``).
     mmap
@@ -44,11 +46,22 @@ def read_embeddings(
             raise SparsecellError(
                 f"cannot read {p.name}: {e}", "save a numeric array with np.save"
             ) from e
+    elif suffix == ".npz":
+        import scipy.sparse as sp
+
+        try:
+            arr = sp.load_npz(p).tocsr()
+        except (ValueError, OSError) as e:
+            raise SparsecellError(
+                f"cannot read {p.name} as a sparse matrix: {e}",
+                "save it with scipy.sparse.save_npz",
+            ) from e
     elif suffix == ".h5ad":
         arr = _read_h5ad(p, obsm, lazy=mmap)
     else:
         raise SparsecellError(
-            f"unsupported input format '{p.suffix}' for {p.name}", "use a .npy or .h5ad file"
+            f"unsupported input format '{p.suffix}' for {p.name}",
+            "use a .npy, .npz (sparse) or .h5ad file",
         )
     if arr.ndim != 2:
         raise SparsecellError(
