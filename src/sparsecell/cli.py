@@ -27,6 +27,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Write built-in data sets to f
 app.add_typer(sae_app, name="sae")
 lab_app = typer.Typer(no_args_is_help=True, help="Superposition lab: alignment and fidelity.")
 app.add_typer(data_app, name="datasets")
+encode_app = typer.Typer(no_args_is_help=True, help="Train image encoders and embed units.")
+app.add_typer(encode_app, name="encode")
 app.add_typer(lab_app, name="lab")
 
 
@@ -226,7 +228,7 @@ def sae_encode(
     typer.echo(f"{Z.shape[0]} × {Z.shape[1]} latents, mean L0 {Z.nnz / Z.shape[0]:.2f}, in {out}")
 
 
-def _semantic(spec: str):
+def _obs_column(spec: str, numeric: bool = True):
     """Read ``FILE.csv:column`` (or ``.h5ad:obs_column``) into a 1-D array."""
     import numpy as np
     import pandas as pd
@@ -249,7 +251,7 @@ def _semantic(spec: str):
         raise SparsecellError(
             f"column '{col}' not in {p.name}", f"available: {', '.join(map(str, df.columns))}"
         )
-    return np.asarray(df[col], dtype=float)
+    return np.asarray(df[col], dtype=float) if numeric else np.asarray(df[col])
 
 
 def _echo_result(res: Any, title: str, json_out: Path | None) -> None:
@@ -313,9 +315,98 @@ def lab_fidelity(
     """Geometric fidelity of an embedding against a semantic variable (arXiv 2606.31394)."""
     from . import lab
 
-    s = _semantic(semantic) if semantic is not None else None
+    s = _obs_column(semantic) if semantic is not None else None
     res = lab.fidelity(_load_input(input, obsm), semantic=s, metric=metric, k=k, seed=seed)
     _echo_result(res, input.name, json_out)
+
+
+def _load_units(path: Path):
+    """Units from a shard folder (``manifest.json`` inside) or an ``N × C × H × W`` .npy."""
+    import numpy as np
+
+    if path.is_dir():
+        from .images import open_shards
+
+        return open_shards(path)
+    if not path.exists():
+        raise SparsecellError(f"units not found: {path}", "pass a shard folder or a .npy file")
+    if path.suffix != ".npy":
+        raise SparsecellError(
+            f"unsupported units file '{path.name}'", "pass a shard folder or an N×C×H×W .npy"
+        )
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    if arr.ndim != 4:
+        raise SparsecellError(
+            f"{path.name} holds a {arr.ndim}-D array, expected N × C × H × W", "reshape it"
+        )
+    return arr
+
+
+@encode_app.command("train")
+@_friendly
+def encode_train(
+    units: Annotated[Path, typer.Option("--units", "-u", help="Shard folder or N×C×H×W .npy.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained encoder.")],
+    label_key: Annotated[
+        str | None, typer.Option(help="obs column of the shards to contrast (e.g. genotype).")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="FILE.csv:COLUMN of labels (for .npy units).")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="supcon (supervised) or selfsup.")] = "supcon",
+    epochs: Annotated[float, typer.Option(help="Passes over the units.")] = 10.0,
+    batch_size: Annotated[int, typer.Option(help="Units per step.")] = 128,
+    embed_dim: Annotated[int, typer.Option(help="Embedding dimension.")] = 64,
+    width: Annotated[int, typer.Option(help="Channels of the first stage.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train the residual CNN encoder (supervised contrastive, momentum queue)."""
+    from . import encode
+
+    U = _load_units(units)
+    y = _obs_column(labels, numeric=False) if labels is not None else None
+    model = encode.train(
+        U,
+        y,
+        mode=mode,
+        label_key=label_key,
+        out=out,
+        epochs=epochs,
+        batch_size=batch_size,
+        embed_dim=embed_dim,
+        width=width,
+        device=device,
+        seed=seed,
+        progress=not quiet,
+    )
+    if getattr(model, "metrics", None):
+        typer.echo(format_metrics(model.metrics, "encoder (held-out units)"))
+    typer.echo(f"encoder written to {out}")
+
+
+@encode_app.command("embed")
+@_friendly
+def encode_embed(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Folder of a trained encoder.")],
+    units: Annotated[Path, typer.Option("--units", "-u", help="Shard folder or N×C×H×W .npy.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="*.h5ad (obsm['X_cnn']) or a folder (.npy + csv).")
+    ],
+    batch_size: Annotated[int, typer.Option(help="Units per batch.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Embed units with a trained encoder; writes .h5ad or embeddings.npy + obs.csv."""
+    from . import encode
+
+    enc = encode.load(model)
+    U = _load_units(units)
+    E = encode.embed(enc, U, batch_size=batch_size, device=device, progress=not quiet)
+    obs = getattr(U, "obs", None)
+    written = encode.write_embeddings(out, E, obs, model=enc)
+    typer.echo(f"{E.shape[0]} × {E.shape[1]} embeddings written to {written}")
 
 
 @data_app.command("sparse-features")
