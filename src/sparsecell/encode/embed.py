@@ -14,7 +14,7 @@ import torch
 
 from .._errors import SparsecellError
 from .._io import atomic_dir, dump_json, manifest
-from ._data import Units, cuda_tf32, prefetch, read_workers, resolve_device
+from ._data import Units, cuda_tf32, memory_format, prefetch, read_workers, resolve_device
 from .models import Encoder
 
 _CPU_BATCH = 32
@@ -114,7 +114,7 @@ def embed_units(
     dev = resolve_device(device)
     was_training = model.training
     home = model.device
-    model.to(device=dev, memory_format=torch.channels_last).eval()
+    model.to(device=dev, memory_format=memory_format(dev)).eval()
     use_bf16 = precision == "bf16" and dev.type == "cuda"
     n = src.n if idx is None else len(idx)
     if dev.type == "cpu":
@@ -138,7 +138,7 @@ def embed_units(
     try:
         for xb in prefetch(read, starts, workers=read_workers(workers, dev)):
             x = xb.to(dev, non_blocking=True)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=memory_format(dev))
             ctx = (
                 torch.autocast("cuda", dtype=torch.bfloat16)
                 if use_bf16

@@ -31,6 +31,7 @@ from ._data import (
     channel_stats,
     cuda_tf32,
     encode_labels,
+    memory_format,
     prefetch,
     read_workers,
     resolve_device,
@@ -252,7 +253,7 @@ def train(
     model.set_normalization(mean, std)
     device = resolve_device(tc.device)
     cuda = device.type == "cuda"
-    fmt = torch.channels_last  # faster on GPU and CPU (oneDNN): +45% steps/s on 2 cores
+    fmt = memory_format(device)
     model.to(device=device, memory_format=fmt)
     key = copy.deepcopy(model)
     key.requires_grad_(False)
