@@ -4,6 +4,14 @@ No data set is downloaded at run time.
 """
 
 from ._files import read_embeddings
+from .phantom import Phantom, phantom, phantom_fields
 from .sparse_features import SparseFeatures, sparse_features
 
-__all__ = ["SparseFeatures", "read_embeddings", "sparse_features"]
+__all__ = [
+    "Phantom",
+    "SparseFeatures",
+    "phantom",
+    "phantom_fields",
+    "read_embeddings",
+    "sparse_features",
+]
