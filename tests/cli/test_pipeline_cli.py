@@ -94,3 +94,67 @@ def test_patch_refuses_bad_mode(tmp_path):
         app, ["images", "patch", "-d", str(tmp_path), "-o", str(tmp_path / "u"), "--mode", "blob"]
     )
     assert r.exit_code == 2 and "--mode 'blob'" in r.stderr
+
+
+def test_phantom_fields_to_embeddings(tmp_path):
+    """The README's image walk-through on the built-in phantom, end to end."""
+    data, units = str(tmp_path / "data"), str(tmp_path / "units")
+    _ok("images", "phantom", "--out", data, "--fields", "4", "-q")
+    r = _ok(
+        "images",
+        "patch",
+        "-d",
+        data,
+        "--metadata",
+        f"{data}/metadata.csv",
+        "-o",
+        units,
+        "--dead-channel",
+        "dead",
+        "-q",
+    )
+    assert "4 fields" in r.output and "(mito, lyso, nuclei, dead)" in r.output
+    shards = spc.images.open_shards(units)
+    assert {"genotype", "line", "cell_death_rate"} <= set(shards.obs.columns)
+    assert shards.obs["genotype"].nunique() == 4  # 4 fields cycle through the genotypes
+    _ok(
+        "encode",
+        "train",
+        "-u",
+        units,
+        "-o",
+        str(tmp_path / "enc"),
+        "--label-key",
+        "genotype",
+        "--width",
+        "8",
+        "--embed-dim",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "-q",
+    )
+    enc = spc.encode.load(tmp_path / "enc")
+    assert "dead" not in enc.cfg.channels  # the dead-cell stain is a label, not an input
+    _ok(
+        "encode",
+        "embed",
+        "-m",
+        str(tmp_path / "enc"),
+        "-u",
+        units,
+        "-o",
+        str(tmp_path / "emb"),
+        "-q",
+    )
+    assert (tmp_path / "emb" / "embeddings.npy").exists()
+
+
+def test_phantom_units_to_shards(tmp_path):
+    _ok("images", "phantom", "--out", str(tmp_path / "u"), "--n-units", "40", "--size", "32", "-q")
+    s = spc.images.open_shards(tmp_path / "u")
+    assert len(s) == 40 and s.channels == ["mito", "lyso", "nuclei", "dead"]
+    assert s[0:2].shape == (2, 4, 32, 32)
+    assert any(c.startswith("gt_") for c in s.obs.columns)
