@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from sae_helpers import ARCHS, K
 
 import sparsecell as spc
-from conftest import ARCHS, K
 from sparsecell.sae import SAEConfig
 from sparsecell.sae._base import batch_fvu
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sae_helpers import ARCHS
 
 import sparsecell as spc
-from conftest import ARCHS
 from sparsecell.sae import checkpoint
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sae_helpers import ARCHS
 
 import sparsecell as spc
-from conftest import ARCHS
 
 QUICK = dict(k=3, expansion=4, steps=5, batch_size=256, progress=False)
 

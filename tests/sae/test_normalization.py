@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from sae_helpers import ARCH_KW, ARCHS, K
 
 import sparsecell as spc
-from conftest import ARCH_KW, ARCHS, K
 from sparsecell.sae._data import fit_normalization
 
 SHORT = dict(k=K, expansion=4, seed=0, steps=40, batch_size=256, lr=3e-3, progress=False)
