@@ -7,23 +7,90 @@ say otherwise.
 
 * Training: ``sparsecell.encode.train`` in ``supcon`` mode with ``holdout_frac=0`` (no
   probe at the end); a ``callback`` stamps each step, the first ``--warmup`` steps are
-  dropped (on CUDA the stamps are synchronised), and images/s = batch × steps / time.
-  One step = two augmentations, query forward + backward, key forward, SGD, queue.
+  dropped, and images/s = batch / step time (on CPU the median per-step time; on CUDA the
+  mean over the timed window, synchronised at its two ends only, so the host can queue
+  ahead as in a real run). One step = two augmentations, query forward + backward, key
+  forward, SGD, queue.
 * Embedding: ``sparsecell.encode.embed`` over all units after one warm-up batch.
 
 Prints one line per measurement (device, threads, settings, images/s).
+``time_train`` and ``time_embed`` are also used by ``benchmarks/images_encode.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
 import sparsecell.encode as enc
 from sparsecell.encode.augment import Augment
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def time_train(
+    X: np.ndarray,
+    y: np.ndarray,
+    dev: torch.device,
+    *,
+    batch: int,
+    steps: int,
+    warmup: int,
+    precision: str = "auto",
+    **kwargs: Any,
+) -> tuple[float, float, enc.Encoder]:
+    """Images/s of ``enc.train(X, y)`` (supcon) over ``steps`` timed steps after ``warmup``.
+
+    Returns ``(images/s, seconds per step, trained model)``; ``kwargs`` go to ``train``
+    (``width``, ``stages``, ...).
+    """
+    stamps: dict[int, float] = {}
+    first, last = warmup, warmup + steps
+
+    def cb(step, model, logs):
+        if dev.type == "cpu" or step in (first, last):
+            _sync(dev)
+            stamps[step] = time.perf_counter()
+
+    model = enc.train(
+        X,
+        y,
+        steps=last,
+        batch_size=batch,
+        holdout_frac=0.0,
+        device=str(dev),
+        precision=precision,
+        progress=False,
+        callback=cb,
+        **kwargs,
+    )
+    if dev.type == "cpu":
+        dt = statistics.median(stamps[i + 1] - stamps[i] for i in range(first, last))
+    else:
+        dt = (stamps[last] - stamps[first]) / steps
+    return batch / dt, dt, model
+
+
+def time_embed(
+    model: enc.Encoder, X: np.ndarray, dev: torch.device, *, batch: int, precision: str = "fp32"
+) -> float:
+    """Images/s of ``enc.embed(model, X)`` after one untimed warm-up batch."""
+    enc.embed(
+        model, X[:batch], batch_size=batch, device=str(dev), progress=False, precision=precision
+    )
+    _sync(dev)
+    t = time.perf_counter()
+    enc.embed(model, X, batch_size=batch, device=str(dev), progress=False, precision=precision)
+    _sync(dev)
+    return len(X) / (time.perf_counter() - t)
 
 
 def main() -> None:
@@ -56,27 +123,17 @@ def main() -> None:
     if args.device != "auto":
         dev = torch.device(args.device)
 
-    stamps: list[float] = []
-
-    def cb(step, model, logs):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
-
-    model = enc.train(
-        X[: args.batch * (args.steps + 1)],
-        y[: args.batch * (args.steps + 1)],
-        steps=args.steps,
-        batch_size=args.batch,
-        holdout_frac=0.0,
-        device=str(dev),
+    n_train = args.batch * (args.steps + 1)
+    train_ips, _, model = time_train(
+        X[:n_train],
+        y[:n_train],
+        dev,
+        batch=args.batch,
+        steps=args.steps - args.warmup,
+        warmup=args.warmup,
         precision=args.precision,
-        progress=False,
-        callback=cb,
         **model_kw,
     )
-    w = args.warmup
-    train_ips = args.batch * (len(stamps) - 1 - w) / (stamps[-1] - stamps[w])
     n_par = sum(p.numel() for p in model.parameters())
     info = (
         f"device={dev} threads={torch.get_num_threads()} units={args.channels}x{args.size}x"
@@ -84,23 +141,10 @@ def main() -> None:
     )
     print(f"{info}\ntrain: batch {args.batch}, {args.precision}, {train_ips:.1f} images/s")
 
-    Xe = X[: args.n_embed]
-    enc.embed(
-        model, Xe[: args.embed_batch], batch_size=args.embed_batch, device=str(dev), progress=False
+    ips = time_embed(
+        model, X[: args.n_embed], dev, batch=args.embed_batch, precision=args.embed_precision
     )
-    t = time.perf_counter()
-    enc.embed(
-        model,
-        Xe,
-        batch_size=args.embed_batch,
-        device=str(dev),
-        progress=False,
-        precision=args.embed_precision,
-    )
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t
-    print(f"embed: batch {args.embed_batch}, {args.embed_precision}, {len(Xe) / dt:.1f} images/s")
+    print(f"embed: batch {args.embed_batch}, {args.embed_precision}, {ips:.1f} images/s")
 
     # the parts of a training step: reading a random batch, and one augmentation
     from sparsecell.encode._data import Units, prefetch, read_workers
@@ -116,13 +160,11 @@ def main() -> None:
     xb = torch.from_numpy(X[: args.batch]).to(dev)
     aug, gen = Augment(), torch.Generator().manual_seed(0)
     aug(xb, gen)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(dev)
     t = time.perf_counter()
     for _ in range(5):
         aug(xb, gen)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(dev)
     print(f"augment: {5 * args.batch / (time.perf_counter() - t):.1f} images/s (one view)")
 
 
