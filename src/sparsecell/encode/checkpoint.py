@@ -6,23 +6,19 @@ Nothing is ever unpickled: the weights (with the per-channel normalisation buffe
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from .._checkpoint import load_weights, read_cfg, write_checkpoint
 from .._errors import SparsecellError
-from .._io import atomic_dir, dump_json, manifest
+from .._io import manifest
 from .config import EncoderConfig, EncoderTrainConfig
 from .models import Encoder
 
 SCHEMA_VERSION = 1
-MODEL_FILE = "model.safetensors"
-CFG_FILE = "cfg.json"
 KIND = "sparsecell.encoder"
 
 
@@ -76,11 +72,7 @@ def save(
             seed=train_cfg.seed if train_cfg is not None else None,
         ),
     }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_dir(path) as tmp:
-        save_file(tensors, str(tmp / MODEL_FILE), metadata={"kind": KIND})
-        (tmp / CFG_FILE).write_text(dump_json(cfg))
-    return path
+    return write_checkpoint(path, model, cfg, {"kind": KIND})
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
@@ -99,36 +91,14 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder
         In eval mode, with ``metrics``, ``train_config`` and ``classes`` restored.
     """
     path = Path(path)
-    f = path / CFG_FILE
-    if not path.is_dir() or not f.exists() or not (path / MODEL_FILE).exists():
-        raise SparsecellError(
-            f"no encoder checkpoint at {path}",
-            "pass the folder that holds model.safetensors and cfg.json",
-        )
-    try:
-        cfg = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise SparsecellError(f"{f} is not valid JSON: {e}", "re-save the model") from e
+    cfg = read_cfg(path, "encoder", SCHEMA_VERSION)
     if cfg.get("kind", KIND) != KIND or "encoder" not in cfg:
         raise SparsecellError(
             f"{path} is not an encoder checkpoint (kind {cfg.get('kind')!r})",
             "pass a folder written by sparsecell.encode",
         )
-    v = cfg.get("schema_version")
-    if v != SCHEMA_VERSION:
-        raise SparsecellError(
-            f"checkpoint schema version {v} is not supported"
-            f" (this sparsecell reads {SCHEMA_VERSION})",
-            "upgrade sparsecell or re-train",
-        )
     model = Encoder(EncoderConfig.from_dict(cfg["encoder"]))
-    try:
-        model.load_state_dict(load_file(str(path / MODEL_FILE)), strict=True)
-    except (RuntimeError, OSError, ValueError, SafetensorError) as e:
-        raise SparsecellError(
-            f"cannot load weights from {path / MODEL_FILE}: {e}",
-            "the checkpoint is damaged; re-train or restore it",
-        ) from e
+    load_weights(model, path)
     model.metrics = cfg.get("metrics")
     model.classes = cfg.get("classes")
     model.train_config = EncoderTrainConfig.from_dict(cfg["train"]) if cfg.get("train") else None

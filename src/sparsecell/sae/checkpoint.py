@@ -13,23 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .._checkpoint import MODEL_FILE, load_weights, read_cfg, write_checkpoint
 from .._errors import SparsecellError
-from .._io import atomic_dir, dump_json, manifest
+from .._io import dump_json, manifest
 from ._base import SparseAutoencoder
 from .config import SAEConfig, TrainConfig
 
 SCHEMA_VERSION = 1
-MODEL_FILE = "model.safetensors"
-CFG_FILE = "cfg.json"
 STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
-
-
-def _tensors(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
 
 
 def save(
@@ -77,50 +71,28 @@ def save(
         "metrics": metrics,
         "manifest": manifest("sparsecell.sae", seed=train_cfg.seed if train_cfg else None),
     }
-    with atomic_dir(path) as tmp:
-        save_file(_tensors(sae), str(tmp / MODEL_FILE), metadata={"arch": sae.arch})
-        (tmp / CFG_FILE).write_text(dump_json(cfg))
-        if train_state is not None:
-            opt, step, since_fired = train_state
-            sd = opt.state_dict()
-            tensors = {"since_fired": since_fired.detach().cpu().contiguous()}
-            for pid, st in sd["state"].items():
-                for name, t in st.items():
-                    tensors[f"opt.{pid}.{name}"] = torch.as_tensor(t).detach().cpu().contiguous()
-            save_file(tensors, str(tmp / STATE_FILE))
-            (tmp / STATE_JSON).write_text(
-                dump_json(
-                    {
-                        "step": step,
-                        "param_groups": [
-                            {k: float(v) if torch.is_tensor(v) else v for k, v in g.items()}
-                            for g in sd["param_groups"]
-                        ],
-                    }
-                )
-            )
-    return path
+
+    def write_state(tmp: Path) -> None:
+        if train_state is None:
+            return
+        opt, step, since_fired = train_state
+        sd = opt.state_dict()
+        tensors = {"since_fired": since_fired.detach().cpu().contiguous()}
+        for pid, st in sd["state"].items():
+            for name, t in st.items():
+                tensors[f"opt.{pid}.{name}"] = torch.as_tensor(t).detach().cpu().contiguous()
+        save_file(tensors, str(tmp / STATE_FILE))
+        groups = [
+            {k: float(v) if torch.is_tensor(v) else v for k, v in g.items()}
+            for g in sd["param_groups"]
+        ]
+        (tmp / STATE_JSON).write_text(dump_json({"step": step, "param_groups": groups}))
+
+    return write_checkpoint(path, sae, cfg, {"arch": sae.arch}, write_state)
 
 
 def _read_cfg(path: Path) -> dict[str, Any]:
-    f = path / CFG_FILE
-    if not path.is_dir() or not f.exists() or not (path / MODEL_FILE).exists():
-        raise SparsecellError(
-            f"no SAE checkpoint at {path}",
-            "pass the folder that holds model.safetensors and cfg.json",
-        )
-    try:
-        cfg = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise SparsecellError(f"{f} is not valid JSON: {e}", "re-save the model") from e
-    v = cfg.get("schema_version")
-    if v != SCHEMA_VERSION:
-        raise SparsecellError(
-            f"checkpoint schema version {v} is not supported"
-            f" (this sparsecell reads {SCHEMA_VERSION})",
-            "upgrade sparsecell or re-train",
-        )
-    return cfg
+    return read_cfg(path, "SAE", SCHEMA_VERSION)
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseAutoencoder:
@@ -143,14 +115,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SparseA
     path = Path(path)
     cfg = _read_cfg(path)
     sae = get(cfg["arch"])(SAEConfig.from_dict(cfg["sae"]))
-    try:
-        state = load_file(str(path / MODEL_FILE))
-        sae.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError, SafetensorError) as e:
-        raise SparsecellError(
-            f"cannot load weights from {path / MODEL_FILE}: {e}",
-            "the checkpoint is damaged; re-train or restore it",
-        ) from e
+    load_weights(sae, path)
     sae.metrics = cfg.get("metrics")
     sae.train_config = TrainConfig.from_dict(cfg["train"]) if cfg.get("train") else None
     return sae.to(device).eval()
