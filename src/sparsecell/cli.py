@@ -7,7 +7,6 @@ exits with code 2 and one line ``sparsecell: error: <what> (<fix>)`` on bad inpu
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -582,4 +581,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-__all__ = ["app", "format_metrics", "json", "main"]
+__all__ = ["app", "format_metrics", "main"]

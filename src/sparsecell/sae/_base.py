@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -13,7 +12,7 @@ from torch import nn
 
 from .._errors import SparsecellError
 from ._data import as_float_tensor
-from ._kernels import Codes, codes_from_dense, sparse_decode, sparse_encode
+from ._kernels import Codes, sparse_decode, sparse_encode
 from .config import SAEConfig
 
 
@@ -204,10 +203,6 @@ class SparseAutoencoder(nn.Module):
         v = out.pre[rows, cols] if vals is None else vals
         return sparse_encode(out.xc, self.b_dec, self.W_enc, self.b_enc, rows, cols, v)
 
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        """Non-parameter training state to checkpoint (e.g. batchtopk's threshold)."""
-        return {}
-
     # ------------------------------------------------------------- public API
     def decode_codes(self, codes: Codes) -> torch.Tensor:
         """Reconstruction (normalised space) of sparse codes."""
@@ -377,11 +372,3 @@ def sparse_fire_counts(
     active = (vals.detach() > 0).float()
     counts = torch.zeros(d_sae, device=vals.device).index_add_(0, codes.cols, active)
     return counts, active.sum() / codes.n_rows
-
-
-def codes_dense(acts: torch.Tensor) -> Codes:
-    return codes_from_dense(acts)
-
-
-def log_threshold_init(value: float) -> float:
-    return math.log(value)

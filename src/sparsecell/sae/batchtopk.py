@@ -51,6 +51,3 @@ class BatchTopKSAE(TopKSAE):
         pre = self._pre(xn - self.b_dec)
         theta = self.threshold.clamp_min(0.0)
         return codes_from_dense(pre * (pre > theta))
-
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        return {"threshold": self.threshold}

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .._errors import SparsecellError
-from ._base import SparseAutoencoder
+from ._base import SparseAutoencoder, batch_fvu
 from ._data import BatchStream, check_matrix, fit_normalization, geometric_median
 from ._kernels import Codes, normalize_rows_, project_out_parallel_grad, sparse_decode
 from .config import SAEConfig, TrainConfig
@@ -431,13 +431,6 @@ def _auxk_loss(
     while they are few (the usual case) as a small dense sub-SAE of their own.
     """
     B = xn.shape[0]
-    e = (xn - o.x_hat).detach()
-    if not sync_free and not o.pre.requires_grad:
-        dead_idx = dead.nonzero(as_tuple=True)[0]
-        if dead_idx.numel() == 0:
-            return None
-        if dead_idx.numel() <= _AUX_DENSE_MAX * auxk:
-            return _auxk_dense(sae, o.xc, e, dead_idx, min(auxk, dead_idx.numel()))
     if sync_free:
         kk = min(auxk, sae.d_sae)
         with torch.no_grad():
@@ -450,6 +443,8 @@ def _auxk_loss(
         if dead_idx.numel() == 0:
             return None
         kk = min(auxk, dead_idx.numel())
+        if not o.pre.requires_grad and dead_idx.numel() <= _AUX_DENSE_MAX * auxk:
+            return _auxk_dense(sae, o.xc, (xn - o.x_hat).detach(), dead_idx, kk)
         with torch.no_grad():
             _, j = o.pre[:, dead_idx].topk(kk, dim=1, sorted=False)
             cols = dead_idx[j].reshape(-1)
@@ -460,14 +455,13 @@ def _auxk_loss(
     v = torch.relu(sae._aux_values(o, rows, cols, vals))
     codes = Codes(rows, cols, v, offsets, B)
     e_hat = sparse_decode(codes, sae.W_dec, v, compute_dtype)
-    tot = (e - e.mean(0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
-    loss = torch.nan_to_num((e - e_hat).pow(2).sum() / tot, nan=0.0)
+    loss = _fvu_of((xn - o.x_hat).detach(), e_hat)
     return loss * dead.any() if sync_free else loss
 
 
 def _fvu_of(e: torch.Tensor, e_hat: torch.Tensor) -> torch.Tensor:
-    tot = (e - e.mean(0, keepdim=True)).pow(2).sum().clamp_min(1e-12)
-    return torch.nan_to_num((e - e_hat).pow(2).sum() / tot, nan=0.0)
+    """Batch FVU of the residual's reconstruction; 0 instead of NaN for a zero residual."""
+    return torch.nan_to_num(batch_fvu(e, e_hat), nan=0.0)
 
 
 def _auxk_dense(
