@@ -44,6 +44,17 @@ from .fidelity import (
     ridge_r2,
     trustworthiness,
 )
+from .toy import (
+    ToyConfig,
+    ToyModel,
+    plot_toy,
+    sae_recovery,
+    sample_features,
+    toy_sae,
+    train_toy,
+    train_toys,
+)
+from .toy import summary as toy_summary
 
 __all__ = [
     "ALIGNMENT_METRICS",
@@ -51,6 +62,8 @@ __all__ = [
     "AlignmentResult",
     "FidelityResult",
     "InterferenceResult",
+    "ToyConfig",
+    "ToyModel",
     "alignment",
     "cka",
     "effective_rank",
@@ -62,13 +75,20 @@ __all__ = [
     "knn_ratio",
     "morans_i",
     "mutual_knn",
+    "plot_toy",
     "procrustes",
     "procrustes_distance",
     "ridge",
     "ridge_r2",
     "rsa",
+    "sae_recovery",
+    "sample_features",
     "semi_matching",
     "soft_matching",
+    "toy_sae",
+    "toy_summary",
+    "train_toy",
+    "train_toys",
     "trustworthiness",
     "unit_correlations",
     "welch_bound",
