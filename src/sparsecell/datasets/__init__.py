@@ -4,14 +4,17 @@ No data set is downloaded at run time.
 """
 
 from ._files import read_embeddings
-from .phantom import Phantom, phantom, phantom_fields
+from .phantom import Phantom, phantom, phantom_factors, phantom_fields
+from .scrna import simulate_scrna
 from .sparse_features import SparseFeatures, sparse_features
 
 __all__ = [
     "Phantom",
     "SparseFeatures",
     "phantom",
+    "phantom_factors",
     "phantom_fields",
     "read_embeddings",
+    "simulate_scrna",
     "sparse_features",
 ]

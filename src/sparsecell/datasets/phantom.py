@@ -546,6 +546,100 @@ def phantom_fields(
     return meta_df
 
 
+def phantom_factors(
+    n_cells: int = 2000,
+    *,
+    genotypes: Sequence[str] = GENOTYPES,
+    lines_per_genotype: int = 3,
+    plates: int = 2,
+    wells_per_plate: int | None = None,
+    size: int = 128,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The phantom's ground-truth factors for ``n_cells`` cells, without rendering images.
+
+    Draws exactly the per-cell causes that :func:`phantom` draws for the same arguments
+    and seed (same layout, same per-chunk random streams), so
+    ``phantom_factors(n, seed=s)`` equals ``phantom(n, seed=s).obs`` in every column
+    except ``cell_death_rate``, which is measured from rendered images and is left out
+    (``gt_death_hazard`` is the ground-truth cell-death rate, ``gt_dead`` the cell's
+    state). Thousands of times faster than rendering: use it to drive simulated
+    modalities (e.g. :func:`sparsecell.datasets.simulate_scrna`) of the same cells.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells (units).
+    genotypes, lines_per_genotype, plates, wells_per_plate, seed
+        As in :func:`phantom`.
+    size
+        Unit size in pixels; only the ``y``, ``x`` positions in the virtual field depend
+        on it (as in :func:`phantom`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``"u0"``, ...; ``genotype`` (categorical), ``line``, ``plate``, ``well``,
+        ``field``, ``y``, ``x`` and the ``gt_`` columns (58 factors and the derived
+        ``gt_dead``, ``gt_death_hazard``, ``gt_neighbours_dead``).
+    """
+    genotypes = _check_common(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
+    if not isinstance(n_cells, int | np.integer) or n_cells < 1:
+        raise SparsecellError(f"n_cells={n_cells!r} is not a positive integer", "pass n_cells >= 1")
+    if not isinstance(size, int | np.integer) or not 16 <= size <= 1024:
+        raise SparsecellError(f"size={size!r} is out of range", "choose 16 <= size <= 1024")
+    n_cells, size = int(n_cells), int(size)
+    lay = _layout(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
+    # the same slot assignment as phantom()
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    n_slots = len(lay["slot_plate"])
+    slot = rng.permutation(lay["slot_order"][np.arange(n_cells) % n_slots])
+    rank = np.zeros(n_cells, np.int64)
+    for s in range(n_slots):
+        idx = np.flatnonzero(slot == s)
+        rank[idx] = np.arange(idx.size)
+    per_field = _TILES * _TILES
+    field_no = rank // per_field + 1
+    tile = rank % per_field
+    y = (tile // _TILES) * size + size // 2
+    x = (tile % _TILES) * size + size // 2
+    line = lay["slot_line"][slot]
+    gts: dict[str, np.ndarray] = {}
+    for ci, start in enumerate(range(0, n_cells, _CHUNK)):
+        sl = slice(start, min(start + _CHUNK, n_cells))
+        # the first draws of phantom's _unit_chunk: the main cells, then their neighbours
+        crng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, ci)))
+        geno = lay["line_geno"][line[sl]]
+        main = _draw_cells(crng, geno, line[sl], lay["profiles"], lay["line_eff"])
+        owner = np.repeat(np.arange(len(geno)), main["gt_neighbours"].astype(np.int64))
+        nb = _draw_cells(crng, geno[owner], line[sl][owner], lay["profiles"], lay["line_eff"])
+        g = {key: main[key] for key in (*FACTORS, "gt_dead", "gt_death_hazard")}
+        g["gt_neighbours_dead"] = np.bincount(
+            owner, weights=nb["gt_dead"], minlength=len(geno)
+        ).astype(np.int64)
+        for key, val in g.items():
+            gts.setdefault(key, np.empty(n_cells, val.dtype))[sl] = val
+    plate = lay["slot_plate"][slot]
+    obs = pd.DataFrame(
+        {
+            "genotype": pd.Categorical(
+                np.asarray(genotypes, dtype=object)[lay["line_geno"][line]],
+                categories=list(genotypes),
+            ),
+            "line": np.asarray(lay["line_names"], dtype=object)[line],
+            "plate": plate + 1,
+            "well": np.asarray(lay["slot_well"], dtype=object)[slot],
+            "field": field_no,
+            "y": y,
+            "x": x,
+        },
+        index=pd.Index([f"u{i}" for i in range(n_cells)]),
+    )
+    for key in (*FACTORS, *_DERIVED):
+        obs[key] = gts[key]
+    return obs
+
+
 # --------------------------------------------------------------------------- layout
 
 
