@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from . import datasets, encode, images, lab, sae  # noqa: E402
+from . import datasets, encode, gwmap, images, lab, sae  # noqa: E402
 from ._errors import SparsecellError  # noqa: E402
 
-__all__ = ["SparsecellError", "__version__", "datasets", "encode", "images", "lab", "sae"]
+__all__ = ["SparsecellError", "__version__", "datasets", "encode", "gwmap", "images", "lab", "sae"]
