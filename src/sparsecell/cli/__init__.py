@@ -11,7 +11,7 @@ import sys
 import typer
 
 from .._errors import SparsecellError
-from . import datasets, demo, encode, images, lab, sae
+from . import datasets, demo, encode, gwmap, images, lab, sae
 from ._common import format_metrics
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(images.app, name="images")
 app.add_typer(encode.app, name="encode")
 app.add_typer(sae.app, name="sae")
 app.add_typer(lab.app, name="lab")
+app.add_typer(gwmap.app, name="gwmap")
 app.add_typer(datasets.app, name="datasets")
 app.command("demo")(demo.demo)
 
