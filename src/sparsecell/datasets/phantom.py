@@ -352,20 +352,7 @@ def phantom(
     n_units, size = int(n_units), int(size)
     lay = _layout(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
 
-    # units -> (plate, well) slots, balanced; fields fill with 8 x 8 tiles in unit order
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
-    n_slots = len(lay["slot_plate"])
-    slot = rng.permutation(lay["slot_order"][np.arange(n_units) % n_slots])
-    rank = np.zeros(n_units, np.int64)
-    for s in range(n_slots):
-        idx = np.flatnonzero(slot == s)
-        rank[idx] = np.arange(idx.size)
-    per_field = _TILES * _TILES
-    field_no = rank // per_field + 1
-    tile = rank % per_field
-    y = (tile // _TILES) * size + size // 2
-    x = (tile % _TILES) * size + size // 2
-    line = lay["slot_line"][slot]
+    slot, field_no, y, x, line = _placement(lay, n_units, size, seed)
 
     units = np.empty((n_units, 4, size, size), np.float32)
     gts: dict[str, np.ndarray] = {}
@@ -590,20 +577,7 @@ def phantom_factors(
         raise SparsecellError(f"size={size!r} is out of range", "choose 16 <= size <= 1024")
     n_cells, size = int(n_cells), int(size)
     lay = _layout(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
-    # the same slot assignment as phantom()
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
-    n_slots = len(lay["slot_plate"])
-    slot = rng.permutation(lay["slot_order"][np.arange(n_cells) % n_slots])
-    rank = np.zeros(n_cells, np.int64)
-    for s in range(n_slots):
-        idx = np.flatnonzero(slot == s)
-        rank[idx] = np.arange(idx.size)
-    per_field = _TILES * _TILES
-    field_no = rank // per_field + 1
-    tile = rank % per_field
-    y = (tile // _TILES) * size + size // 2
-    x = (tile % _TILES) * size + size // 2
-    line = lay["slot_line"][slot]
+    slot, field_no, y, x, line = _placement(lay, n_cells, size, seed)  # as in phantom()
     gts: dict[str, np.ndarray] = {}
     for ci, start in enumerate(range(0, n_cells, _CHUNK)):
         sl = slice(start, min(start + _CHUNK, n_cells))
@@ -726,6 +700,28 @@ def _layout(genotypes, lines_per_genotype, plates, wells_per_plate, seed) -> dic
         bg=np.clip(plate_bg[slot_plate] + well_bg, 0.003, None),
         vignette=vignette,
     )
+
+
+def _placement(lay: dict[str, Any], n: int, size: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Units -> (plate, well) slots, balanced; fields fill with 8 x 8 tiles in unit order.
+
+    Returns ``slot``, ``field_no`` (1-based), the unit centre ``y``, ``x`` in its field and
+    the ``line`` of each unit. Shared by :func:`phantom` and :func:`phantom_factors`, so both
+    place (and therefore draw) the same cells.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    n_slots = len(lay["slot_plate"])
+    slot = rng.permutation(lay["slot_order"][np.arange(n) % n_slots])
+    rank = np.zeros(n, np.int64)
+    for s in range(n_slots):
+        idx = np.flatnonzero(slot == s)
+        rank[idx] = np.arange(idx.size)
+    per_field = _TILES * _TILES
+    field_no = rank // per_field + 1
+    tile = rank % per_field
+    y = (tile // _TILES) * size + size // 2
+    x = (tile % _TILES) * size + size // 2
+    return slot, field_no, y, x, lay["slot_line"][slot]
 
 
 def _run(fn, tasks, n_jobs, progress, desc):

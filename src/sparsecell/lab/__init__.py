@@ -10,6 +10,7 @@ Functional API, arrays in and numbers out. Inputs may be dense numpy arrays,
 1.0
 """
 
+from . import reproductions  # noqa: E402  (registry only; each reproduction loads on demand)
 from .alignment import (
     METRICS as ALIGNMENT_METRICS,
 )
@@ -92,4 +93,5 @@ __all__ = [
     "trustworthiness",
     "unit_correlations",
     "welch_bound",
+    "reproductions",
 ]
