@@ -344,15 +344,11 @@ def phantom(
     Phantom
         ``units``, ``obs``, ``channels`` and the list of independent ``factors``.
     """
-    genotypes = _check_common(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
-    if not isinstance(n_units, int | np.integer) or n_units < 1:
-        raise SparsecellError(f"n_units={n_units!r} is not a positive integer", "pass n_units >= 1")
-    if not isinstance(size, int | np.integer) or not 16 <= size <= 1024:
-        raise SparsecellError(f"size={size!r} is out of range", "choose 16 <= size <= 1024")
+    genotypes, lay, place = _setup(
+        "n_units", n_units, size, genotypes, lines_per_genotype, plates, wells_per_plate, seed
+    )
     n_units, size = int(n_units), int(size)
-    lay = _layout(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
-
-    slot, field_no, y, x, line = _placement(lay, n_units, size, seed)
+    slot, _, y, x, line = place
 
     units = np.empty((n_units, 4, size, size), np.float32)
     gts: dict[str, np.ndarray] = {}
@@ -383,26 +379,8 @@ def phantom(
         for key, val in g.items():
             gts.setdefault(key, np.empty(n_units, val.dtype))[start : start + len(u)] = val
 
-    plate = lay["slot_plate"][slot]
-    rate = _death_rate(units, plate)
-    obs = pd.DataFrame(
-        {
-            "genotype": pd.Categorical(
-                np.asarray(genotypes, dtype=object)[lay["line_geno"][line]],
-                categories=list(genotypes),
-            ),
-            "line": np.asarray(lay["line_names"], dtype=object)[line],
-            "plate": plate + 1,
-            "well": np.asarray(lay["slot_well"], dtype=object)[slot],
-            "field": field_no,
-            "y": y,
-            "x": x,
-            "cell_death_rate": rate,
-        },
-        index=pd.Index([f"u{i}" for i in range(n_units)]),
-    )
-    for key in (*FACTORS, *_DERIVED):
-        obs[key] = gts[key]
+    rate = _death_rate(units, lay["slot_plate"][slot])
+    obs = _obs_table(genotypes, lay, place, gts, cell_death_rate=rate)
     return Phantom(units=units, obs=obs, channels=list(CHANNELS), factors=list(FACTORS))
 
 
@@ -570,48 +548,21 @@ def phantom_factors(
         ``field``, ``y``, ``x`` and the ``gt_`` columns (58 factors and the derived
         ``gt_dead``, ``gt_death_hazard``, ``gt_neighbours_dead``).
     """
-    genotypes = _check_common(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
-    if not isinstance(n_cells, int | np.integer) or n_cells < 1:
-        raise SparsecellError(f"n_cells={n_cells!r} is not a positive integer", "pass n_cells >= 1")
-    if not isinstance(size, int | np.integer) or not 16 <= size <= 1024:
-        raise SparsecellError(f"size={size!r} is out of range", "choose 16 <= size <= 1024")
-    n_cells, size = int(n_cells), int(size)
-    lay = _layout(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
-    slot, field_no, y, x, line = _placement(lay, n_cells, size, seed)  # as in phantom()
+    genotypes, lay, place = _setup(
+        "n_cells", n_cells, size, genotypes, lines_per_genotype, plates, wells_per_plate, seed
+    )
+    n_cells = int(n_cells)
+    line = place[4]  # the same placement as phantom()
     gts: dict[str, np.ndarray] = {}
     for ci, start in enumerate(range(0, n_cells, _CHUNK)):
         sl = slice(start, min(start + _CHUNK, n_cells))
         # the first draws of phantom's _unit_chunk: the main cells, then their neighbours
         crng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, ci)))
         geno = lay["line_geno"][line[sl]]
-        main = _draw_cells(crng, geno, line[sl], lay["profiles"], lay["line_eff"])
-        owner = np.repeat(np.arange(len(geno)), main["gt_neighbours"].astype(np.int64))
-        nb = _draw_cells(crng, geno[owner], line[sl][owner], lay["profiles"], lay["line_eff"])
-        g = {key: main[key] for key in (*FACTORS, "gt_dead", "gt_death_hazard")}
-        g["gt_neighbours_dead"] = np.bincount(
-            owner, weights=nb["gt_dead"], minlength=len(geno)
-        ).astype(np.int64)
-        for key, val in g.items():
+        main, owner, nb = _draw_unit_cells(crng, geno, line[sl], lay["profiles"], lay["line_eff"])
+        for key, val in _unit_truth(main, owner, nb).items():
             gts.setdefault(key, np.empty(n_cells, val.dtype))[sl] = val
-    plate = lay["slot_plate"][slot]
-    obs = pd.DataFrame(
-        {
-            "genotype": pd.Categorical(
-                np.asarray(genotypes, dtype=object)[lay["line_geno"][line]],
-                categories=list(genotypes),
-            ),
-            "line": np.asarray(lay["line_names"], dtype=object)[line],
-            "plate": plate + 1,
-            "well": np.asarray(lay["slot_well"], dtype=object)[slot],
-            "field": field_no,
-            "y": y,
-            "x": x,
-        },
-        index=pd.Index([f"u{i}" for i in range(n_cells)]),
-    )
-    for key in (*FACTORS, *_DERIVED):
-        obs[key] = gts[key]
-    return obs
+    return _obs_table(genotypes, lay, place, gts)
 
 
 # --------------------------------------------------------------------------- layout
@@ -700,6 +651,41 @@ def _layout(genotypes, lines_per_genotype, plates, wells_per_plate, seed) -> dic
         bg=np.clip(plate_bg[slot_plate] + well_bg, 0.003, None),
         vignette=vignette,
     )
+
+
+def _setup(name, n, size, genotypes, lines_per_genotype, plates, wells_per_plate, seed):
+    """Checked arguments, the plate/line layout and the units' placement (see _placement)."""
+    genotypes = _check_common(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise SparsecellError(f"{name}={n!r} is not a positive integer", f"pass {name} >= 1")
+    if not isinstance(size, int | np.integer) or not 16 <= size <= 1024:
+        raise SparsecellError(f"size={size!r} is out of range", "choose 16 <= size <= 1024")
+    lay = _layout(genotypes, lines_per_genotype, plates, wells_per_plate, seed)
+    return genotypes, lay, _placement(lay, int(n), int(size), seed)
+
+
+def _obs_table(genotypes, lay, place, gts, **measured) -> pd.DataFrame:
+    """The units' obs: design columns, ``measured`` columns (e.g. cell_death_rate), gt_*."""
+    slot, field_no, y, x, line = place
+    obs = pd.DataFrame(
+        {
+            "genotype": pd.Categorical(
+                np.asarray(genotypes, dtype=object)[lay["line_geno"][line]],
+                categories=list(genotypes),
+            ),
+            "line": np.asarray(lay["line_names"], dtype=object)[line],
+            "plate": lay["slot_plate"][slot] + 1,
+            "well": np.asarray(lay["slot_well"], dtype=object)[slot],
+            "field": field_no,
+            "y": y,
+            "x": x,
+            **measured,
+        },
+        index=pd.Index([f"u{i}" for i in range(len(slot))]),
+    )
+    for key in (*FACTORS, *_DERIVED):
+        obs[key] = gts[key]
+    return obs
 
 
 def _placement(lay: dict[str, Any], n: int, size: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -1764,10 +1750,9 @@ def _unit_chunk(task: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     S = task["size"]
     k = S / _BASE
     B = len(task["geno"])
-    main = _draw_cells(rng, task["geno"], task["line"], task["profiles"], task["lines"])
-    nnb = main["gt_neighbours"].astype(np.int64)
-    owner = np.repeat(np.arange(B), nnb)
-    nb = _draw_cells(rng, task["geno"][owner], task["line"][owner], task["profiles"], task["lines"])
+    main, owner, nb = _draw_unit_cells(
+        rng, task["geno"], task["line"], task["profiles"], task["lines"]
+    )
     c0 = (S - 1) / 2
     cy = c0 + main["gt_cell_dy"] * k
     cx = c0 + main["gt_cell_dx"] * k
@@ -1808,11 +1793,29 @@ def _unit_chunk(task: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         extras,
         k,
     )
+    return units, _unit_truth(main, owner, nb)
+
+
+def _draw_unit_cells(rng, geno, line, profiles, lines):
+    """A chunk's first draws: its main cells, then their intruding neighbours.
+
+    Shared by rendering (:func:`_unit_chunk`) and :func:`phantom_factors`, so both see the
+    same cells from the same random stream. Returns ``main``, ``owner`` (the main cell of
+    each neighbour) and ``nb``.
+    """
+    main = _draw_cells(rng, geno, line, profiles, lines)
+    owner = np.repeat(np.arange(len(geno)), main["gt_neighbours"].astype(np.int64))
+    nb = _draw_cells(rng, geno[owner], line[owner], profiles, lines)
+    return main, owner, nb
+
+
+def _unit_truth(main, owner, nb) -> dict[str, np.ndarray]:
+    """The ground-truth columns of a chunk's units (factors + derived death columns)."""
     gts = {key: main[key] for key in (*FACTORS, "gt_dead", "gt_death_hazard")}
-    gts["gt_neighbours_dead"] = np.bincount(owner, weights=nb["gt_dead"], minlength=B).astype(
-        np.int64
-    )
-    return units, gts
+    gts["gt_neighbours_dead"] = np.bincount(
+        owner, weights=nb["gt_dead"], minlength=len(main["gt_dead"])
+    ).astype(np.int64)
+    return gts
 
 
 def _field_task(task: dict) -> tuple[np.ndarray, pd.DataFrame]:
