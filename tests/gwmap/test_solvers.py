@@ -231,3 +231,10 @@ def test_gpu_matches_cpu():
     # float32 on both; reductions are ordered differently on the GPU
     np.testing.assert_allclose(gpu.coupling, cpu.coupling, atol=1e-3 * cpu.coupling.max())
     assert gpu.objective == pytest.approx(cpu.objective, rel=1e-3)
+
+
+def test_pot_backend_refuses_torch_only_options(latent):
+    gx, gy, _ = latent
+    for kw in (dict(omega=1.5), dict(anneal=True)):
+        with pytest.raises(SparsecellError, match="do not apply to backend='pot'"):
+            solve(gx, gy, epsilon=0.1, backend="pot", **kw)

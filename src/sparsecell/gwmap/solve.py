@@ -229,9 +229,13 @@ def solve(
         raise SparsecellError("M only applies to problem='fused'", "set problem='fused'")
 
     if backend == "pot":
-        bad = [k for k in kw if k not in _TORCH_KW]
+        # POT has no counterpart for the torch solver's options: refuse them, never ignore
+        bad = [*kw, *(["anneal"] if anneal else [])]
         if bad:
-            raise SparsecellError(f"unknown option(s) {', '.join(bad)} for backend='pot'")
+            raise SparsecellError(
+                f"option(s) {', '.join(bad)} do not apply to backend='pot'",
+                "drop them, or use backend='torch'",
+            )
         from ._pot import solve_pot
 
         return solve_pot(
