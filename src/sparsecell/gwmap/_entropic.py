@@ -171,7 +171,7 @@ def entropic_gw(
     inner_max_iter: int = 2000,
     inner_tol: float | None = None,
     check_every: int = 10,
-    omega: float = 1.0,
+    omega: float | str = "auto",
     progress: bool = False,
 ):
     """Run the torch solver; returns a :class:`~sparsecell.gwmap.solve.GWSolution`.
@@ -241,6 +241,8 @@ def entropic_gw(
     trace: list[float] = []
     converged = False
     inner_fail = 0
+    inner_iters = 0
+    w_carry = 1.0  # the over-relaxation the previous Sinkhorn settled on (omega="auto")
     last_inner_ok = True
     last_inner_err = 0.0
     eps_used = float(epsilon)
@@ -301,8 +303,11 @@ def entropic_gw(
                 check_every=check_every,
                 K=T,
                 omega=omega,
+                omega_init=w_carry,
             )
             T, f, g = res.T, res.f, res.g
+            w_carry = res.omega
+            inner_iters += res.n_iter
             last_inner_ok = res.converged and itol <= inner_tol
             last_inner_err = res.err
             inner_fail += not res.converged
@@ -375,6 +380,7 @@ def entropic_gw(
         inner_tol=inner_tol,
         check_every=check_every,
         omega=omega,
+        inner_iterations=inner_iters,
         cost_x=gx.cost,
         cost_y=gy.cost,
         scale_x=gx.scale,

@@ -139,7 +139,9 @@ def solve(
     progress
         Show a progress bar.
     **kw
-        Torch solver: ``anneal_steps``, ``inner_max_iter``, ``inner_tol``, ``check_every``.
+        Torch solver: ``anneal_steps``, ``inner_max_iter``, ``inner_tol``, ``check_every``,
+        ``omega`` (Sinkhorn over-relaxation: ``"auto"``, the default, adapts it to the
+        measured convergence rate; a float in ``[1, 2)`` fixes it; ``1`` is plain Sinkhorn).
         Array inputs: ``cost``, ``k``, ``scale``. Quantized: see ``_quantized.solve_quantized``.
 
     Returns
