@@ -160,8 +160,10 @@ def geometries(d: dict, n: int, cost: str):
     if n <= 6000:
         return geometry(d["img"][:n], cost=cost), geometry(d["rna"][:n], cost=cost)
     # large: points only (the quantized path never materialises n × n)
-    return (Geometry(cost, d["img"][:n], None, 1.0, k=15),
-            Geometry(cost, d["rna"][:n], None, 1.0, k=15))
+    return (
+        Geometry(cost, d["img"][:n], None, 1.0, k=15),
+        Geometry(cost, d["rna"][:n], None, 1.0, k=15),
+    )
 
 
 def peak_rss_gib() -> float:
@@ -193,20 +195,35 @@ def worker(path: str, args_json: str) -> None:
     rss0 = peak_rss_gib()
     gx, gy = geometries(d, a["n"], a["cost"])
     t0 = time.perf_counter()
-    sol = solve(gx, gy, epsilon=a["epsilon"], method="quantized", n_clusters=a["K"], k=a["k"],
-                seed=0, return_coarse=True)
+    sol = solve(
+        gx,
+        gy,
+        epsilon=a["epsilon"],
+        method="quantized",
+        n_clusters=a["K"],
+        k=a["k"],
+        seed=0,
+        return_coarse=True,
+    )
     wall = time.perf_counter() - t0
     rss = peak_rss_gib()
     out = Path(a["out"])
     sp.save_npz(out / "T.npz", sol.coupling)
     c = sol.params.pop("coarse")
-    np.savez(out / "coarse.npz", coupling=c["coupling"], labels_x=c["labels_x"],
-             labels_y=c["labels_y"])
+    np.savez(
+        out / "coarse.npz", coupling=c["coupling"], labels_x=c["labels_x"], labels_y=c["labels_y"]
+    )
     sol.params.pop("coarse_params", None)
     rec = {
-        "wall_s": wall, "peak_rss_gib": rss, "rss_after_load_gib": rss0,
-        "params": sol.params, "objective": sol.objective, "converged": sol.converged,
-        "n_iter": sol.n_iter, "warnings": sol.warnings, "nnz": int(sol.coupling.nnz),
+        "wall_s": wall,
+        "peak_rss_gib": rss,
+        "rss_after_load_gib": rss0,
+        "params": sol.params,
+        "objective": sol.objective,
+        "converged": sol.converged,
+        "n_iter": sol.n_iter,
+        "warnings": sol.warnings,
+        "nnz": int(sol.coupling.nnz),
     }
     (out / "rec.json").write_text(json.dumps(rec, default=float))
 
@@ -216,9 +233,7 @@ def run_worker(d: dict, n: int, a: dict) -> dict:
         p = Path(tmp) / "data.npz"
         np.savez(p, img=d["img"][:n], rna=d["rna"][:n])
         aa = dict(a, n=n, out=tmp)
-        subprocess.run(
-            [sys.executable, __file__, "--worker", str(p), json.dumps(aa)], check=True
-        )
+        subprocess.run([sys.executable, __file__, "--worker", str(p), json.dumps(aa)], check=True)
         rec = json.loads((Path(tmp) / "rec.json").read_text())
         T = sp.load_npz(Path(tmp) / "T.npz")
         z = np.load(Path(tmp) / "coarse.npz")
@@ -263,21 +278,45 @@ def main() -> None:
         ds = solve(gx, gy, epsilon=args.epsilon, method="dense", seed=0)
         td = time.perf_counter() - t0
         acc_d = accuracy(ds.coupling, Y, lab, None, 0)
-        rows.append(("dense (torch, reference)", n, td, None, acc_d, ds.objective,
-                     f"{n}×{n} dense; converged={ds.converged}, {ds.n_iter} it"))
+        rows.append(
+            (
+                "dense (torch, reference)",
+                n,
+                td,
+                None,
+                acc_d,
+                ds.objective,
+                f"{n}×{n} dense; converged={ds.converged}, {ds.n_iter} it",
+            )
+        )
         print(rows[-1], flush=True)
         t0 = time.perf_counter()
-        qs = solve(gx, gy, epsilon=args.epsilon, method="quantized", n_clusters=args.K,
-                   k=args.k, seed=0)
+        qs = solve(
+            gx, gy, epsilon=args.epsilon, method="quantized", n_clusters=args.K, k=args.k, seed=0
+        )
         tq = time.perf_counter() - t0
         acc_q = accuracy(qs.coupling, Y, lab, None, 0)
         K = qs.params["n_clusters"]
-        rows.append(("quantized", n, tq, None, acc_q, qs.objective,
-                     f"K={K[0]}/{K[1]}, k={args.k}, nnz={qs.coupling.nnz:,}"))
+        rows.append(
+            (
+                "quantized",
+                n,
+                tq,
+                None,
+                acc_q,
+                qs.objective,
+                f"K={K[0]}/{K[1]}, k={args.k}, nnz={qs.coupling.nnz:,}",
+            )
+        )
         print(rows[-1], flush=True)
 
-    wa = {"threads": args.threads, "cost": args.cost, "epsilon": args.epsilon, "K": args.K,
-          "k": args.k}
+    wa = {
+        "threads": args.threads,
+        "cost": args.cost,
+        "epsilon": args.epsilon,
+        "K": args.K,
+        "k": args.k,
+    }
     rec, T, coarse = run_worker(d, args.n, wa)
     Y = d["rna"][: args.n]
     lab = d["labels"][: args.n]
@@ -285,10 +324,28 @@ def main() -> None:
     acc_blk = block_accuracy(coarse, Y, lab, args.pairs, 0)
     K = rec["params"]["n_clusters"]
     tm = rec["params"]["timings"]
-    rows.append(("quantized", args.n, rec["wall_s"], rec["peak_rss_gib"], acc_big,
-                 rec["objective"], f"K={K[0]}/{K[1]}, k={args.k}, nnz={rec['nnz']:,}"))
-    rows.append(("cluster-level coupling (same coarse P, no refinement)", args.n, None, None,
-                 acc_blk, None, "baseline: Chowdhury et al. 2021 without the refinement"))
+    rows.append(
+        (
+            "quantized",
+            args.n,
+            rec["wall_s"],
+            rec["peak_rss_gib"],
+            acc_big,
+            rec["objective"],
+            f"K={K[0]}/{K[1]}, k={args.k}, nnz={rec['nnz']:,}",
+        )
+    )
+    rows.append(
+        (
+            "cluster-level coupling (same coarse P, no refinement)",
+            args.n,
+            None,
+            None,
+            acc_blk,
+            None,
+            "baseline: Chowdhury et al. 2021 without the refinement",
+        )
+    )
     print(json.dumps(rec, indent=1, default=float), flush=True)
     for r in rows:
         print(r, flush=True)
@@ -322,9 +379,8 @@ def main() -> None:
         )
     lines += [
         "",
-        f"- {args.n:,}-cell phases (s): " + ", ".join(
-            f"{k.removesuffix('_s')} {v:.1f}" for k, v in tm.items()
-        ),
+        f"- {args.n:,}-cell phases (s): "
+        + ", ".join(f"{k.removesuffix('_s')} {v:.1f}" for k, v in tm.items()),
         f"- peak RSS of the fresh solve process {rec['peak_rss_gib']:.2f} GiB (after loading "
         f"the data {rec['rss_after_load_gib']:.2f} GiB); the dense coupling alone would be "
         f"{args.n**2 * 4 / 2**30:.0f} GiB in float32",

@@ -136,7 +136,10 @@ def _quantise(
     sw = w * (n / w.sum())
     if n > 200_000:
         km = MiniBatchKMeans(
-            n_clusters=K, random_state=seed, n_init=1, batch_size=max(4096, 3 * K),
+            n_clusters=K,
+            random_state=seed,
+            n_init=1,
+            batch_size=max(4096, 3 * K),
             max_iter=50,
         )
     else:
@@ -183,8 +186,13 @@ class _Profiles:
     """
 
     def __init__(
-        self, X: np.ndarray, labels: np.ndarray, cent: np.ndarray, cost: str,
-        G: np.ndarray | None, scale: float,
+        self,
+        X: np.ndarray,
+        labels: np.ndarray,
+        cent: np.ndarray,
+        cost: str,
+        G: np.ndarray | None,
+        scale: float,
     ) -> None:
         self.X, self.labels, self.cent, self.cost = X, labels, cent, cost
         self.G, self.scale = G, scale
@@ -208,9 +216,7 @@ class _Profiles:
         return v if self.bandwidth is None else np.exp(-v / self.bandwidth)
 
 
-def _profile_stats(
-    prof: _Profiles, w: np.ndarray, mass: np.ndarray
-) -> tuple[float, np.ndarray]:
+def _profile_stats(prof: _Profiles, w: np.ndarray, mass: np.ndarray) -> tuple[float, np.ndarray]:
     """Scale (mass-weighted mean cell-to-anchor cost: the 'mean' rule) and the
     cell-weighted mean profile (raw units)."""
     n = prof.X.shape[0]
@@ -237,8 +243,15 @@ def _weighted_mean_block(prof: _Profiles, w: np.ndarray) -> np.ndarray:
 
 
 def _coarse_fused(
-    M: Any, labels_x: Any, labels_y: Any, lx: np.ndarray, ly: np.ndarray,
-    wx: np.ndarray, wy: np.ndarray, Kx: int, Ky: int,
+    M: Any,
+    labels_x: Any,
+    labels_y: Any,
+    lx: np.ndarray,
+    ly: np.ndarray,
+    wx: np.ndarray,
+    wy: np.ndarray,
+    Kx: int,
+    Ky: int,
 ) -> np.ndarray | None:
     """Cluster-level feature cost: from cell labels (majority per cluster) or from M."""
     if labels_x is not None or labels_y is not None:
@@ -287,9 +300,7 @@ def _majority(labels: Any, lab: np.ndarray, w: np.ndarray, K: int, name: str) ->
 # --------------------------------------------------------------------------- refinement
 
 
-def _anchor_support(
-    P: np.ndarray, delta: float, max_partners: int | None = None
-) -> np.ndarray:
+def _anchor_support(P: np.ndarray, delta: float, max_partners: int | None = None) -> np.ndarray:
     """Mask of the largest entries of each row of ``P`` holding ≥ 1 − δ of its mass,
     plus every column's largest entry (so every anchor on both sides keeps a partner)."""
     if delta <= 0 and max_partners is None:
@@ -366,9 +377,7 @@ def _sparsify_anchor_coupling(
     Q = P
     for d in (delta, delta / 10, 0.0):
         mask = _anchor_support(P, d, max_partners)
-        Q, ok, it, err = _scale_to_marginals(
-            np.where(mask, P, 0.0), r, c, n_iter=2000, tol=1e-10
-        )
+        Q, ok, it, err = _scale_to_marginals(np.where(mask, P, 0.0), r, c, n_iter=2000, tol=1e-10)
         info = {"iterations": it, "anchor_scaling_error": err, "pairs": int(mask.sum())}
         d_used = d
         if err < 1e-3:
@@ -389,8 +398,11 @@ def _sparsify_anchor_coupling(
     if er.sum() > 0 and ec.sum() > 0:
         i, j, v = _northwest_corner(er, ec)
         Qs = sp.coo_matrix(
-            (np.concatenate([Qs.data, v]), (np.concatenate([Qs.row, i]),
-                                            np.concatenate([Qs.col, j]))), shape=P.shape,
+            (
+                np.concatenate([Qs.data, v]),
+                (np.concatenate([Qs.row, i]), np.concatenate([Qs.col, j])),
+            ),
+            shape=P.shape,
         )
     Qs = Qs.tocsr()
     Qs.sum_duplicates()
@@ -441,8 +453,15 @@ def _block_sinkhorn(
 
 
 def _cell_plans(
-    Ps: sp.csr_matrix, lx: np.ndarray, ly: np.ndarray, rx: np.ndarray, cy: np.ndarray,
-    F: np.ndarray | None, G: np.ndarray | None, eps: float, n_iter: int,
+    Ps: sp.csr_matrix,
+    lx: np.ndarray,
+    ly: np.ndarray,
+    rx: np.ndarray,
+    cy: np.ndarray,
+    F: np.ndarray | None,
+    G: np.ndarray | None,
+    eps: float,
+    n_iter: int,
 ) -> sp.csr_matrix:
     """Cell-level coupling: for each image anchor ``p``, its cells against the cells of its
     kept RNA anchors ``q``, row marginal ``rx`` (the cells' share of ``Σ_q P_pq``), column
@@ -464,10 +483,12 @@ def _cell_plans(
         qs, pw = Ps.indices[lo:hi], Ps.data[lo:hi]
         xi = ox[sx[p] : sx[p + 1]]
         yj = np.concatenate([oy[sy[q] : sy[q + 1]] for q in qs])
-        share = np.concatenate([
-            np.full(sy[q + 1] - sy[q], w / cq[q] if cq[q] > 0 else 0.0)
-            for q, w in zip(qs, pw, strict=True)
-        ])
+        share = np.concatenate(
+            [
+                np.full(sy[q + 1] - sy[q], w / cq[q] if cq[q] > 0 else 0.0)
+                for q, w in zip(qs, pw, strict=True)
+            ]
+        )
         cvec = cy[yj] * share
         tot = float(cvec.sum())
         rsum = float(rx[xi].sum())
@@ -495,8 +516,14 @@ def _cell_plans(
 
 
 def _mc_objective(
-    T: sp.csr_matrix, X: np.ndarray, Y: np.ndarray, cost: str, sx: float, sy: float,
-    n_samples: int, seed: int,
+    T: sp.csr_matrix,
+    X: np.ndarray,
+    Y: np.ndarray,
+    cost: str,
+    sx: float,
+    sy: float,
+    n_samples: int,
+    seed: int,
 ) -> tuple[float, float]:
     """Monte-Carlo estimate (and its standard error) of Σ (Cx_ik − Cy_jl)² T_ij T_kl."""
     rng = np.random.default_rng(seed)
@@ -636,8 +663,7 @@ def solve_quantized(
     wb = _marginal(b, m, "b")
     if problem == "balanced" and not math.isclose(wa.sum(), wb.sum(), rel_tol=1e-6):
         raise SparsecellError(
-            f"balanced GW needs equal total masses (a sums to {wa.sum():.6g}, "
-            f"b to {wb.sum():.6g})",
+            f"balanced GW needs equal total masses (a sums to {wa.sum():.6g}, b to {wb.sum():.6g})",
             "normalise a and b, or use problem='unbalanced'",
         )
     if n_clusters is None:
@@ -700,9 +726,24 @@ def solve_quantized(
                 "problem='fused' needs a feature cost", "pass labels_x/labels_y or M"
             )
     coarse = solve(
-        gx, gy, mx, my, epsilon=epsilon, problem=coarse_problem, tau=tau, M=Mc, alpha=alpha,
-        method="dense", backend=backend, device=device, dtype=dtype, max_iter=max_iter,
-        tol=tol, seed=seed, progress=progress, **kw,
+        gx,
+        gy,
+        mx,
+        my,
+        epsilon=epsilon,
+        problem=coarse_problem,
+        tau=tau,
+        M=Mc,
+        alpha=alpha,
+        method="dense",
+        backend=backend,
+        device=device,
+        dtype=dtype,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        progress=progress,
+        **kw,
     )
     P = coarse.coupling
     P = np.asarray(P.toarray() if sp.issparse(P) else P, dtype=np.float64)
@@ -774,9 +815,7 @@ def solve_quantized(
         r_t, c_t = mx, my  # exact cell marginals a, b
     else:
         r_t, c_t = rp, cq  # the relaxed problems: the coarse coupling's own marginals
-    Ps, delta_used, psk = _sparsify_anchor_coupling(
-        P, r_t, c_t, float(pair_mass_tol), max_partners
-    )
+    Ps, delta_used, psk = _sparsify_anchor_coupling(P, r_t, c_t, float(pair_mass_tol), max_partners)
     timings["anchor_support_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     rx = wa * (r_t / mx)[lx]
