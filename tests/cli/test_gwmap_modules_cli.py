@@ -92,6 +92,15 @@ def test_coupling_file_and_groups(files, tmp_path):
     assert (tmp_path / "within" / "modules" / "tree.nwk").exists()
     man = json.loads((tmp_path / "within" / "manifest.json").read_text())
     assert man["predict_params"]["groups"] == ["Control", "GBA", "LRRK2", "SNCA"]
+    assert man["predict_params"]["null"] == "rna" and man["config"]["null"] == "rna"
+    r = run(*common, "--null", "image", "--out", str(tmp_path / "imgnull"))
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "imgnull" / "manifest.json").read_text())
+    assert man["predict_params"]["null"] == "image"
+    r = run(*common, "--rna-groups", "genotype", "--out", str(tmp_path / "rnagroups"))
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "rnagroups" / "manifest.json").read_text())
+    assert "within rna_groups" in man["predict_params"]["permutation"]
     pooled = pd.read_csv(tmp_path / "pooled" / "predictions.csv", index_col=0)
     within = pd.read_csv(tmp_path / "within" / "predictions.csv", index_col=0)
     # SNCA/LRRK2 program genes differ between genotypes only (the image features carry the
@@ -131,4 +140,10 @@ def test_errors_exit_2_and_write_nothing(files, tmp_path):
         "--rna", str(files / "rna.h5ad"), "--resolutions", "a,b", "--out", str(out),
     )  # fmt: skip
     assert "--resolutions" in _one_error_line(r)
+    base = [
+        "--result", str(files / "coupling.npz"), "--image", str(files / "img.h5ad"),
+        "--rna", str(files / "rna.h5ad"), "--rep-image", "X_sae_pca", "--out", str(out),
+    ]  # fmt: skip
+    assert "--null" in _one_error_line(run(*base, "--null", "cells"))
+    assert "--rna-groups 'donor'" in _one_error_line(run(*base, "--rna-groups", "donor"))
     assert not out.exists() and not any(tmp_path.glob(".bad*"))

@@ -218,10 +218,22 @@ def gwmap_modules(
             "--modules-on", help="Correlate genes across: targets (image cells) or rna (RNA cells)."
         ),
     ] = "targets",
+    null: Annotated[
+        str,
+        typer.Option(
+            "--null",
+            help="Permutation null: rna (shuffle RNA cells, re-couple) or image (shuffle targets).",
+        ),
+    ] = "rna",
+    rna_groups: Annotated[
+        str | None,
+        typer.Option("--rna-groups", help="RNA obs column to shuffle within (--null rna)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Couple, then predict: genes predictable from image features, and their module tree."""
     import numpy as np
+    import pandas as pd
     import scipy.sparse as sp
 
     from .._io import atomic_dir, dump_json, manifest
@@ -240,6 +252,8 @@ def gwmap_modules(
         raise SparsecellError(f"--modules-on '{modules_on}'", "use targets or rna")
     if genes < 0:
         raise SparsecellError(f"--genes {genes}", "pass N ≥ 1, or 0 for all genes")
+    if null not in ("rna", "image"):
+        raise SparsecellError(f"--null '{null}'", "use rna or image")
     if permutations < 2:
         raise SparsecellError(f"--permutations {permutations}", "z-scores need at least 2")
     T, names_img, names_rna = _modules_read_coupling(result)
@@ -295,19 +309,29 @@ def gwmap_modules(
                 f"available: {', '.join(map(str, a_img.obs.columns))}",
             )
         group_vals = a_img.obs[groups].astype(str).to_numpy()
+    rna_group_vals = None
+    if rna_groups is not None:
+        if rna_groups not in a_rna.obs.columns:
+            raise SparsecellError(
+                f"--rna-groups '{rna_groups}' is not an RNA obs column",
+                f"available: {', '.join(map(str, a_rna.obs.columns))}",
+            )
+        rna_group_vals = a_rna.obs[rna_groups].astype(str).to_numpy()
     Y = coupled_targets(T, E)
     df = couple_then_predict(
         feats,
-        None,
-        None,
+        T,
+        E,
         targets=Y,
-        genes=[str(g) for g in names],
         groups=group_vals,
         folds=folds,
         n_permutations=permutations,
         seed=seed,
         progress=True,
+        null=null,
+        rna_groups=rna_group_vals,
     )
+    df.index = pd.Index([str(g) for g in names], name="gene")
     hits = df.index[df["z"] >= z_min].tolist()
     typer.echo(
         f"{len(df)} genes tested on {len(feats)} image cells: {len(hits)} predictable "
@@ -333,6 +357,8 @@ def gwmap_modules(
         "z_min": z_min,
         "resolutions": res_list,
         "permutations": permutations,
+        "null": null,
+        "rna_groups": rna_groups,
         "folds": folds,
         "k": k,
         "min_size": min_size,

@@ -4,7 +4,9 @@ A coupling ``T`` (``n_img × n_rna``) between image cells and scRNA-seq cells gi
 cell a *coupled target*: the coupling-weighted mean expression of the RNA cells it is matched
 with (``coupled_targets``). ``couple_then_predict`` then asks, gene by gene, whether the image
 features of a cell (SAE latents, PCA, ...) predict its coupled target on held-out cells, and
-how that compares with a permutation null in which target rows are shuffled.
+how that compares with a permutation null (by default: the RNA cells' expression shuffled,
+then coupled again — see ``couple_then_predict`` for why shuffling coupled targets among
+image cells is too easy a null when the coupling came from the image features).
 
 Cross-validation within groups (``groups=``, e.g. genotype or plate)
 --------------------------------------------------------------------
@@ -17,7 +19,8 @@ and compared with their within-group-centred targets. A gene whose coupled targe
 only *between* groups (a genotype or plate shift, which image features also carry) has a
 within-group-centred target that is noise, so it cannot look predictable; without ``groups``
 the same gene would be called predictable simply because the features tell the groups apart.
-Permutations shuffle target rows *within* groups, so the null keeps the group structure too.
+The ``null="image"`` permutations shuffle target rows *within* groups, so that null keeps the
+group structure too; ``null="rna"`` shuffles within ``rna_groups`` on the RNA side.
 
 Speed: one eigendecomposition of each fold's within-group-centred training Gram matrix
 (``Xᵀ X = V S² Vᵀ``, ``d × d``) serves every gene, every ridge penalty and every permutation.
@@ -187,6 +190,13 @@ def coupled_targets(
             f"{empty.size} image cell(s) carry no coupling mass (e.g. row {int(empty[0])})",
             "drop those cells or use a balanced coupling",
         )
+    out = _couple(T, E, mass, chunk_size)
+    return (out, names) if return_names else out
+
+
+def _couple(T, E, mass: np.ndarray, chunk_size: int = _CHUNK) -> np.ndarray:
+    """Row-normalised ``T @ E`` in chunks of image cells (inputs already validated)."""
+    n_img = T.shape[0]
     out = np.empty((n_img, E.shape[1]), dtype=np.float64)
     Et = E.T.tocsr() if sp.issparse(E) else None
     for s in range(0, n_img, max(int(chunk_size), 1)):
@@ -199,7 +209,7 @@ def coupled_targets(
         else:
             block = np.asarray(Tc @ E)
         out[s : s + chunk_size] = block / mass[s : s + chunk_size, None]
-    return (out, names) if return_names else out
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,22 +359,21 @@ def _permutation_rng(seed: int, b: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1, b])
 
 
-def _permutation_null(cv, Yo, group_idx, inv, B, seed, n_jobs, n_threads, progress):
+def _permutation_null(cv, Yo, fill, B, n_jobs, n_threads, progress):
+    """``B × genes`` null of r; ``fill(b, buf)`` writes permutation ``b``'s ordered targets."""
     import queue
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    n = Yo.shape[0]
     null = np.empty((B, Yo.shape[1]))
     bufs: queue.Queue = queue.Queue()
     for _ in range(max(1, min(n_jobs, B))):
         bufs.put(np.empty_like(Yo))
 
     def one(b: int) -> None:
-        perm = _within_group_perm(group_idx, n, _permutation_rng(seed, b))
         buf = bufs.get()
         try:
-            np.take(Yo, inv[perm[cv.order]], axis=0, out=buf)
             with _blas_threads(n_threads):
+                fill(b, buf)
                 null[b] = cv.run(buf)[0]
         finally:
             bufs.put(buf)
@@ -390,6 +399,42 @@ def _permutation_null(cv, Yo, group_idx, inv, B, seed, n_jobs, n_threads, progre
         if bar is not None:
             bar.close()
     return null
+
+
+def _rna_null_filler(T, expression, genes, layer, rna_groups, order, seed):
+    """``fill(b, buf)`` for ``null="rna"``: shuffle expression rows (within ``rna_groups``),
+    couple again, order the rows as the CV expects and centre (as the observed targets)."""
+    E, _ = _expression_matrix(expression, genes, layer)
+    n_rna = E.shape[0]
+    if rna_groups is None:
+        ridx = [np.arange(n_rna)]
+    else:
+        if isinstance(rna_groups, str):
+            obs = getattr(expression, "obs", None)
+            if obs is None or rna_groups not in obs.columns:
+                raise SparsecellError(
+                    f"rna_groups='{rna_groups}' is not an obs column of the expression AnnData",
+                    "pass one label per RNA cell, or an existing obs column",
+                )
+            rna_groups = obs[rna_groups].astype(str).to_numpy()
+        rg = pd.Series(np.asarray(rna_groups, dtype=object).ravel())
+        if len(rg) != n_rna:
+            raise SparsecellError(
+                f"rna_groups has {len(rg)} entries for {n_rna} RNA cells",
+                "one group label per RNA cell",
+            )
+        if rg.isna().any():
+            raise SparsecellError("rna_groups hold missing values", "label every RNA cell")
+        rcodes = pd.Categorical(rg.to_numpy()).codes
+        ridx = [np.flatnonzero(rcodes == k) for k in range(rcodes.max() + 1)]
+    mass = np.asarray(T.sum(axis=1, dtype=np.float64)).ravel()
+
+    def fill(b: int, buf: np.ndarray) -> None:
+        perm = _within_group_perm(ridx, n_rna, _permutation_rng(seed, b))
+        Yb = _couple(T, E[perm], mass)
+        np.subtract(Yb[order], Yb.mean(axis=0), out=buf)
+
+    return fill
 
 
 def _blas_threads(n_threads: int | None):
@@ -421,6 +466,8 @@ def couple_then_predict(
     n_jobs: int = 1,
     n_threads: int | None = 1,
     use_rep: str | None = None,
+    null: str = "auto",
+    rna_groups: Sequence | np.ndarray | str | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Predict each gene's coupled target from image features, with permutation z-scores.
 
@@ -430,7 +477,19 @@ def couple_then_predict(
     group means; the penalty is chosen per gene and fold from ``alphas`` by generalised
     cross-validation on the training cells. The score is the Pearson r, over all cells, of the
     held-out prediction and the within-group-centred target. The null repeats the whole
-    procedure ``n_permutations`` times with target rows shuffled within groups (same folds).
+    procedure ``n_permutations`` times (same folds) on permuted data:
+
+    - ``null="rna"``: the RNA cells' expression rows are shuffled (within ``rna_groups``) and
+      coupled again. A coupling computed from the image geometry maps neighbouring image
+      cells to overlapping sets of RNA cells, so *every* coupled target — even one of a gene
+      that is pure noise across RNA cells — varies smoothly over the image features and is
+      predictable from them. This null keeps that smoothing and asks whether the gene's
+      pattern across the RNA cells, carried through the coupling, predicts better than an
+      exchangeable one would: the question "can the image predict this gene".
+    - ``null="image"``: coupled-target rows are shuffled among image cells within
+      ``groups``. It asks only whether the features predict the coupled target at all,
+      which the coupling's smoothing makes nearly always true (use it with a coupling that
+      did not come from the image features, or with ``targets=``).
 
     Parameters
     ----------
@@ -476,6 +535,14 @@ def couple_then_predict(
     use_rep
         With an AnnData as ``features``: the ``obsm`` key to use (``"X"`` for ``.X``; default
         ``"X_pca"`` when present, else ``.X``).
+    null
+        ``"rna"``, ``"image"`` or ``"auto"`` (``"rna"`` when ``coupling`` and ``expression``
+        are given, else ``"image"``); see above. ``"rna"`` costs one coupling product per
+        permutation.
+    rna_groups
+        With ``null="rna"``: per RNA cell group label (or an obs column of an AnnData
+        ``expression``) within which expression rows are shuffled, e.g. the donor genotype,
+        so that the null keeps between-group differences on the RNA side too.
 
     Returns
     -------
@@ -483,7 +550,7 @@ def couple_then_predict(
         Indexed by gene: ``r`` (held-out Pearson), ``r2`` (held-out R²), ``z`` ((r − mean of the
         null) / its standard deviation), ``p`` (``(1 + #{null ≥ r}) / (1 + B)``), ``n`` (cells),
         ``alpha`` (the penalty chosen most often), ``null_mean``, ``null_sd``. ``df.attrs``
-        holds ``params``, ``warnings`` and ``seconds``.
+        holds ``params`` (including which null was used), ``warnings`` and ``seconds``.
 
     Raises
     ------
@@ -540,15 +607,27 @@ def couple_then_predict(
         raise SparsecellError("features hold NaN or infinite values", "impute or drop them")
     n = X.shape[0]
 
-    if targets is None:
-        if coupling is None or expression is None:
-            raise SparsecellError("no coupling/expression given", "pass both, or targets=")
+    if null not in ("auto", "rna", "image"):
+        raise SparsecellError(f"unknown null '{null}'", "use 'rna', 'image' or 'auto'")
+    have_rna = coupling is not None and expression is not None
+    if null == "auto":
+        null = "rna" if have_rna else "image"
+    if null == "rna" and not have_rna and n_permutations:
+        raise SparsecellError(
+            "null='rna' re-couples shuffled expression, but coupling or expression is missing",
+            "pass both (targets= may be given too), or use null='image'",
+        )
+    T = None
+    if have_rna:
         T = _coupling_matrix(coupling)
         if T.shape[0] != n:
             raise SparsecellError(
                 f"features have {n} cells but the coupling has {T.shape[0]} image rows",
                 "pass the image cells the coupling was computed with, in the same order",
             )
+    if targets is None:
+        if T is None:
+            raise SparsecellError("no coupling/expression given", "pass both, or targets=")
         Y, names = coupled_targets(T, expression, genes, layer=layer, return_names=True)
     else:
         Y = np.asarray(targets, dtype=np.float64)
@@ -636,18 +715,25 @@ def couple_then_predict(
         index=pd.Index([str(x) for x in names], name="gene"),
     )
     if n_permutations:
-        group_idx = [np.flatnonzero(codes == k) for k in range(n_groups)]
-        # permutations act in the ordered index space (a within-group permutation stays one
-        # there); permutation b draws from default_rng([seed, 1, b]), so the null does not
-        # depend on n_jobs; each worker reuses one n × g buffer
-        inv = np.empty(n, dtype=np.int64)
-        inv[cv.order] = np.arange(n)
-        null = _permutation_null(
-            cv, Yo, group_idx, inv, n_permutations, seed, n_jobs, n_threads, progress
-        )
-        null[:, const] = 0.0
-        mu = null.mean(axis=0)
-        sd = null.std(axis=0, ddof=1)
+        # permutation b draws from default_rng([seed, 1, b]), so the null does not depend on
+        # n_jobs; each worker reuses one n × g buffer
+        if null == "rna":
+            fill = _rna_null_filler(T, expression, genes, layer, rna_groups, cv.order, seed)
+        else:
+            group_idx = [np.flatnonzero(codes == k) for k in range(n_groups)]
+            # permutations act in the ordered index space (a within-group permutation stays
+            # one there)
+            inv = np.empty(n, dtype=np.int64)
+            inv[cv.order] = np.arange(n)
+
+            def fill(b: int, buf: np.ndarray) -> None:
+                perm = _within_group_perm(group_idx, n, _permutation_rng(seed, b))
+                np.take(Yo, inv[perm[cv.order]], axis=0, out=buf)
+
+        null_r = _permutation_null(cv, Yo, fill, n_permutations, n_jobs, n_threads, progress)
+        null_r[:, const] = 0.0
+        mu = null_r.mean(axis=0)
+        sd = null_r.std(axis=0, ddof=1)
         z = np.zeros_like(r)
         ok = sd > 0
         z[ok] = (r[ok] - mu[ok]) / sd[ok]
@@ -656,7 +742,7 @@ def couple_then_predict(
             msg = f"{int(flat.sum())} gene(s) have a degenerate permutation null; z set to 0"
             log.warning(msg)
             warns.append(msg)
-        p = (1.0 + (null >= r[None, :] - 1e-12).sum(axis=0)) / (1.0 + n_permutations)
+        p = (1.0 + (null_r >= r[None, :] - 1e-12).sum(axis=0)) / (1.0 + n_permutations)
         p[const] = 1.0
         out["z"] = z
         out["p"] = p
@@ -672,7 +758,14 @@ def couple_then_predict(
         "cv": "folds within groups; features and targets centred by training group means",
         "groups": None if groups is None else [str(v) for v in levels],
         "n_permutations": n_permutations,
-        "permutation": "target rows shuffled within groups, same folds",
+        "null": null if n_permutations else None,
+        "permutation": (
+            "RNA expression rows shuffled"
+            + (" within rna_groups" if rna_groups is not None else "")
+            + ", re-coupled; same folds"
+            if null == "rna"
+            else "coupled-target rows shuffled among image cells within groups, same folds"
+        ),
         "seed": seed,
         "n_jobs": n_jobs,
         "n_cells": n,
@@ -683,5 +776,5 @@ def couple_then_predict(
     out.attrs["warnings"] = warns
     out.attrs["seconds"] = time.perf_counter() - t0
     if return_null:
-        return out, (null if n_permutations else np.empty((0, Y.shape[1])))
+        return out, (null_r if n_permutations else np.empty((0, Y.shape[1])))
     return out
