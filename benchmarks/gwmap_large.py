@@ -182,6 +182,15 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _quantized_kw(a: dict) -> dict:
+    """The quantized path's refinement options from the command line (or the worker's JSON)."""
+    return {
+        "max_partners": a["max_partners"] or None,
+        "refine": not a["no_refine"],
+        "refine_epsilon": a["refine_epsilon"],
+    }
+
+
 def worker(path: str, args_json: str) -> None:
     """Fresh process: load the data, run the quantized solve, report timings and RSS."""
     import torch
@@ -204,6 +213,7 @@ def worker(path: str, args_json: str) -> None:
         k=a["k"],
         seed=0,
         return_coarse=True,
+        **_quantized_kw(a),
     )
     wall = time.perf_counter() - t0
     rss = peak_rss_gib()
@@ -250,6 +260,9 @@ def main() -> None:
     ap.add_argument("--epsilon", type=float, default=5e-3)
     ap.add_argument("--K", type=int, default=None, help="anchors (default: auto)")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--max-partners", type=int, default=32, help="quantized: 0 = uncapped")
+    ap.add_argument("--no-refine", action="store_true", help="quantized: cluster-level only")
+    ap.add_argument("--refine-epsilon", type=float, default=0.05)
     ap.add_argument("--pairs", type=int, default=5000, help="FOSCTTM pairs at large n")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
@@ -292,7 +305,14 @@ def main() -> None:
         print(rows[-1], flush=True)
         t0 = time.perf_counter()
         qs = solve(
-            gx, gy, epsilon=args.epsilon, method="quantized", n_clusters=args.K, k=args.k, seed=0
+            gx,
+            gy,
+            epsilon=args.epsilon,
+            method="quantized",
+            n_clusters=args.K,
+            k=args.k,
+            seed=0,
+            **_quantized_kw(vars(args)),
         )
         tq = time.perf_counter() - t0
         acc_q = accuracy(qs.coupling, Y, lab, None, 0)
@@ -316,6 +336,9 @@ def main() -> None:
         "epsilon": args.epsilon,
         "K": args.K,
         "k": args.k,
+        "max_partners": args.max_partners,
+        "no_refine": args.no_refine,
+        "refine_epsilon": args.refine_epsilon,
     }
     rec, T, coarse = run_worker(d, args.n, wa)
     Y = d["rna"][: args.n]
@@ -360,7 +383,9 @@ def main() -> None:
         f"torch threads {args.threads}; load average at end {load:.2f} (above 2 means the "
         "cores were shared with other jobs during the run)",
         f"- Command: `python benchmarks/gwmap_large.py --n {args.n} --dense-n {args.dense_n}"
-        f" --cost {args.cost} --epsilon {args.epsilon} --k {args.k}`; whole run {total:.0f} s",
+        f" --cost {args.cost} --epsilon {args.epsilon} --k {args.k} --max-partners "
+        f"{args.max_partners} --refine-epsilon {args.refine_epsilon}"
+        f"{' --no-refine' if args.no_refine else ''}`; whole run {total:.0f} s",
         "- Data: `phantom_factors` → RNA: `simulate_scrna` counts → normalise, log1p, PCA 30; "
         "image: random tanh network of the same factors (+10 % noise) → PCA 30; truth = same "
         "factor row; labels = genotype. FOSCTTM of the barycentric co-embedding in RNA PCA "
