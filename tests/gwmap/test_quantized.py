@@ -106,8 +106,16 @@ def test_nonuniform_marginals_exact():
     a = rng.uniform(0.5, 2.0, 300)
     b = rng.uniform(0.5, 2.0, 300)
     a, b = a / a.sum(), b / b.sum()
-    sol = solve_quantized(geometry(X), geometry(Y), a, b, epsilon=EPS, n_clusters=50,
-                          max_iter=30, objective_samples=1000)
+    sol = solve_quantized(
+        geometry(X),
+        geometry(Y),
+        a,
+        b,
+        epsilon=EPS,
+        n_clusters=50,
+        max_iter=30,
+        objective_samples=1000,
+    )
     T = sol.coupling
     np.testing.assert_allclose(np.asarray(T.sum(1)).ravel(), a, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(T.sum(0)).ravel(), b, rtol=1e-6)
@@ -154,8 +162,16 @@ def test_deterministic_by_seed():
 
 def test_front_end_dispatch_and_geodesic():
     X, Y, lab = _shared_latent(600, seed=1)
-    sol = solve(X, Y, epsilon=EPS, method="quantized", cost="knn_geodesic", k=10,
-                n_clusters=120, max_iter=30)
+    sol = solve(
+        X,
+        Y,
+        epsilon=EPS,
+        method="quantized",
+        cost="knn_geodesic",
+        k=10,
+        n_clusters=120,
+        max_iter=30,
+    )
     assert sol.method == "quantized" and sp.issparse(sol.coupling)
     assert sol.params["objective_kind"].startswith("coarse")
     np.testing.assert_allclose(np.asarray(sol.coupling.sum(1)).ravel(), 1.0 / 600, atol=1e-6)
@@ -168,8 +184,9 @@ def test_front_end_dispatch_and_geodesic():
 def test_fused_by_labels():
     X, Y, lab = _shared_latent(500, seed=2)
     gx, gy = geometry(X), geometry(Y)
-    sol = solve_quantized(gx, gy, epsilon=EPS, problem="fused", alpha=0.5,
-                          labels_x=lab, labels_y=lab, n_clusters=80)
+    sol = solve_quantized(
+        gx, gy, epsilon=EPS, problem="fused", alpha=0.5, labels_x=lab, labels_y=lab, n_clusters=80
+    )
     pred = np.asarray((sol.coupling @ np.eye(6)[lab]).argmax(1)).ravel()
     # the label cost pulls matching types together: near-perfect transfer
     assert (pred == lab).mean() > 0.9
