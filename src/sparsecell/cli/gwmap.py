@@ -185,6 +185,18 @@ def _modules_align_rows(adata, names, side: str):
     )
 
 
+def _group_labels(adata, column: str | None, flag: str, side: str):
+    """String labels of an obs column (``None`` when no column was asked for)."""
+    if column is None:
+        return None
+    if column not in adata.obs.columns:
+        raise SparsecellError(
+            f"{flag} '{column}' is not an {side} obs column",
+            f"available: {', '.join(map(str, adata.obs.columns))}",
+        )
+    return adata.obs[column].astype(str).to_numpy()
+
+
 @app.command("modules")
 @_friendly
 def gwmap_modules(
@@ -301,22 +313,8 @@ def gwmap_modules(
         var = sq.ravel() - mean**2
         keep = np.sort(np.argsort(-var, kind="stable")[:genes])
         E, names = E[:, keep], names[keep]
-    group_vals = None
-    if groups is not None:
-        if groups not in a_img.obs.columns:
-            raise SparsecellError(
-                f"--groups '{groups}' is not an image obs column",
-                f"available: {', '.join(map(str, a_img.obs.columns))}",
-            )
-        group_vals = a_img.obs[groups].astype(str).to_numpy()
-    rna_group_vals = None
-    if rna_groups is not None:
-        if rna_groups not in a_rna.obs.columns:
-            raise SparsecellError(
-                f"--rna-groups '{rna_groups}' is not an RNA obs column",
-                f"available: {', '.join(map(str, a_rna.obs.columns))}",
-            )
-        rna_group_vals = a_rna.obs[rna_groups].astype(str).to_numpy()
+    group_vals = _group_labels(a_img, groups, "--groups", "image")
+    rna_group_vals = _group_labels(a_rna, rna_groups, "--rna-groups", "RNA")
     Y = coupled_targets(T, E)
     df = couple_then_predict(
         feats,
