@@ -383,7 +383,8 @@ def main() -> None:
         f"torch threads {args.threads}; load average at end {load:.2f} (above 2 means the "
         "cores were shared with other jobs during the run)",
         f"- Command: `python benchmarks/gwmap_large.py --n {args.n} --dense-n {args.dense_n}"
-        f" --cost {args.cost} --epsilon {args.epsilon} --k {args.k} --max-partners "
+        f" --cost {args.cost} --epsilon {args.epsilon} --k {args.k}"
+        f"{f' --K {args.K}' if args.K else ''} --max-partners "
         f"{args.max_partners} --refine-epsilon {args.refine_epsilon}"
         f"{' --no-refine' if args.no_refine else ''}`; whole run {total:.0f} s",
         "- Data: `phantom_factors` → RNA: `simulate_scrna` counts → normalise, log1p, PCA 30; "

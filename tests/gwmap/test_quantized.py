@@ -221,5 +221,9 @@ def test_bad_input():
 def test_default_n_clusters():
     assert default_n_clusters(100) == 64
     assert default_n_clusters(2000) == 400
-    assert default_n_clusters(100_000) == 2000
+    assert default_n_clusters(10_000) == 2000
+    assert default_n_clusters(30_000) == 2000  # flat between the two regimes
+    assert default_n_clusters(60_000) == 3000  # 20 cells per anchor
+    assert default_n_clusters(100_000) == 5000
+    assert default_n_clusters(1_000_000) == 5000
     assert default_n_clusters(30) == 30
