@@ -17,7 +17,8 @@ they are absorbed into ``f``, ``g`` and ``K`` is recomputed from the log domain.
 
 Over-relaxation (balanced only): ``log u ← (1 − ω) log u + ω log(a / K v)``, likewise for
 ``v`` (Thibault et al. 2021). With ``omega="auto"`` the solver measures the linear rate
-``η`` of plain Sinkhorn over two stopping tests and switches to the SOR-optimal
+``η`` of plain Sinkhorn once three stopping tests in a row show a falling error and switches
+to the SOR-optimal
 ``ω = 2 / (1 + √(1 − η))`` (Lehmann et al. 2022, "A note on overrelaxation in the Sinkhorn
 algorithm"), re-estimating ``η`` from the over-relaxed rate as it goes (Young's SOR
 relation); if the error grows, ``ω − 1`` is halved (at ``ω = 1`` this is plain
@@ -223,8 +224,9 @@ def sinkhorn(
 class _OmegaRule:
     """The ``omega="auto"`` rule, applied at each stopping test to the marginal error.
 
-    At ``ω = 1``: after two tests with a falling error, ``η = (err / prev)^(1/every)`` is
-    plain Sinkhorn's linear rate and ``ω = 2 / (1 + √(1 − η))`` the SOR optimum.
+    At ``ω = 1``: once three tests in a row show a falling error,
+    ``η = (err / prev)^(1/every)`` is plain Sinkhorn's linear rate and
+    ``ω = 2 / (1 + √(1 − η))`` the SOR optimum.
     At ``ω > 1`` the errors oscillate, so rates are measured from the error when ``ω`` was
     set, over at least three tests and a halving of the error (not on a noise floor): a
     rate ``μ`` well above the optimum's ``ω − 1``
