@@ -306,19 +306,16 @@ def centered_singular_values_sq(X: Matrix, center: bool = True) -> np.ndarray:
 def knn_indices(X: Matrix, k: int, metric: str = "euclidean") -> np.ndarray:
     """Indices (n × k) of each sample's ``k`` nearest other samples (self excluded).
 
-    Uses :class:`sklearn.neighbors.NearestNeighbors`; the query point is never its own
-    neighbour, even when it has exact duplicates.
+    Exact brute-force search (see :mod:`sparsecell.lab._knn`): euclidean, squared
+    euclidean and cosine distances by low-precision screening with exact re-ranking (dense)
+    or a sparse Gram kernel (CSR); other metrics through
+    :class:`sklearn.neighbors.NearestNeighbors`. The query point is never its own
+    neighbour, even when it has exact duplicates; ties go to the smaller index.
     """
-    from sklearn.neighbors import NearestNeighbors
+    from . import _knn
 
     check_k(X.shape[0], k)
-    try:
-        nn = NearestNeighbors(n_neighbors=k, metric=metric).fit(X)
-    except ValueError as e:
-        raise SparsecellError(
-            f"kNN metric {metric!r} failed: {e}", "pass metric='euclidean'"
-        ) from None
-    return nn.kneighbors(return_distance=False)
+    return _knn.knn_indices(X, k, metric)
 
 
 def set_overlap(i1: np.ndarray, i2: np.ndarray) -> np.ndarray:

@@ -507,9 +507,10 @@ def mutual_knn(A: Any, B: Any, *, k: int = 10, metric: str = "euclidean") -> flo
     """Mutual nearest-neighbour overlap (Huh et al. 2024, the Platonic representation).
 
     For each sample, the fraction of its ``k`` nearest neighbours in ``A`` that are also
-    among its ``k`` nearest neighbours in ``B`` (self excluded; sklearn
-    ``NearestNeighbors``), averaged over samples. Invariant to anything that preserves
-    each side's neighbour ranks (rotations, translations, isotropic scaling).
+    among its ``k`` nearest neighbours in ``B`` (self excluded; exact search, see
+    :func:`sparsecell.lab._stats.knn_indices`), averaged over samples. Invariant to
+    anything that preserves each side's neighbour ranks (rotations, translations,
+    isotropic scaling).
 
     Parameters
     ----------

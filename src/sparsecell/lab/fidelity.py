@@ -6,9 +6,9 @@ class, with cell-death rate as the semantic variable. ``knn_overlap`` and
 ``trustworthiness`` compare an embedding with a ground-truth space; ``effective_rank``
 describes the embedding alone.
 
-Neighbourhoods come from :class:`sklearn.neighbors.NearestNeighbors` (a sample is never its
-own neighbour); no ``n × n`` distance matrix is formed, except in row blocks by
-:func:`trustworthiness`, which needs full distance ranks.
+Neighbourhoods are exact k-nearest neighbours from :mod:`sparsecell.lab._knn` (a sample is
+never its own neighbour; ties go to the smaller index); no ``n × n`` distance matrix is
+formed, except in row blocks by :func:`trustworthiness`, which counts distance ranks.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import SparsecellError
+from . import _knn
 from . import _stats as st
 
 #: Fidelity metrics understood by :func:`fidelity`.
@@ -261,8 +262,10 @@ def trustworthiness(
     ``T(k) = 1 - 2 / (n k (2n - 3k - 1)) Σ_i Σ_{j ∈ N_k^E(i)} max(0, r_R(i, j) - k)``, where
     ``r_R(i, j)`` is the rank of ``j`` among ``i``'s neighbours in the reference space
     (1 = nearest). It penalises embedding neighbours that are far in the reference; equals
-    :func:`sklearn.manifold.trustworthiness` ``(X=reference, X_embedded=E)`` but computes
-    reference distances in row blocks (memory ``O(block_elems)``, time ``O(n² log n)``).
+    :func:`sklearn.manifold.trustworthiness` ``(X=reference, X_embedded=E)`` but never sorts
+    or stores all distances: each needed rank is counted against ``k`` thresholds in row
+    blocks (memory ``O(block_elems)``, time ``O(n² k)`` vectorised compares), with exact
+    float64 squared differences near every threshold so exact ties stay ties.
 
     Parameters
     ----------
@@ -282,8 +285,6 @@ def trustworthiness(
     float
         In ``[0, 1]``; 1 when every embedding neighbour is a reference neighbour.
     """
-    from sklearn.metrics import pairwise_distances
-
     E, R = _embedding_and_reference(E, reference)
     n = E.shape[0]
     if not isinstance(k, int | np.integer) or k < 1 or k >= n / 2:
@@ -292,17 +293,8 @@ def trustworthiness(
             "pass a smaller k or more samples",
         )
     nbr = st.knn_indices(E, k, metric)
-    b = max(1, min(n, block_elems // n))
-    penalty = 0.0
-    for s0 in range(0, n, b):
-        rows = np.arange(s0, min(n, s0 + b))
-        D = pairwise_distances(R[rows], R, metric=metric)
-        D[np.arange(len(rows)), rows] = np.inf
-        order = np.argsort(D, axis=1, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(1, n + 1)[None, :].repeat(len(rows), 0), 1)
-        r = np.take_along_axis(rank, nbr[rows], axis=1) - k
-        penalty += float(r[r > 0].sum())
+    rank = _knn.neighbour_ranks(R, nbr, metric, block_elems=block_elems)
+    penalty = float(np.maximum(rank - k, 0).sum())
     return float(1.0 - penalty * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
 
 
