@@ -198,19 +198,17 @@ def _dense_knn(X: np.ndarray, k: int, precision: str, block_elems: int) -> np.nd
     Xc /= scale  # unit largest norm: no overflow or underflow in low precision
     nx /= scale**2
     b = int(max(1, min(n, block_elems // n)))
-    cache: dict[str, Any] = {}
+    cache: dict[str, Any] = {"X": torch.from_numpy(X)}
     for s0 in range(0, n, b):
         rows = np.arange(s0, min(n, s0 + b))
         prec = precision
         while True:
-            got = _screen_block(Xc, nx, rows, k, prec, cache, torch)
+            got = _screen_block(Xc, nx, scale, rows, k, prec, cache, torch)
             if got is not None or prec == "float64":
                 break
             prec = _NEXT[prec]
         assert got is not None  # float64 never gives up
-        r_loc, cols = got
-        d = _exact_sq_dist(X, rows[r_loc], cols)
-        out[rows] = _select(r_loc, cols, d, len(rows), k)
+        out[rows] = got
     return out
 
 
@@ -232,23 +230,26 @@ def _error_constants(precision: str, p: int) -> tuple[float, float]:
 def _screen_block(
     Xc: np.ndarray,
     nx: np.ndarray,
+    scale: float,
     rows: np.ndarray,
     k: int,
     precision: str,
     cache: dict[str, Any],
     torch: Any,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Candidates ``(local row, column)`` of a block that may be among its ``k`` nearest,
-    or None when they exceed :data:`_MAX_SURVIVOR_FRACTION` of the block's pairs.
+) -> np.ndarray | None:
+    """The ``k`` nearest neighbours of a block of rows, or None when the screening in
+    ``precision`` leaves more than :data:`_MAX_SURVIVOR_FRACTION` of the pairs.
 
     Within row ``i`` the squared distance to ``j`` orders like ``D_ij = n_j − 2 x_i·x_j``
-    (``n_j = ‖x_j‖²``; the row's constant ``n_i`` dropped). One product in ``precision``
-    gives the lower bound ``L_ij = (1 − τ) n_j − 2 x_i·x_j − κ s_i s_j = D_ij − E_ij``
-    directly, from the augmented rows ``[x_i, 1, √κ s_i]`` and ``[−2 x_j, (1 − τ) n_j,
-    −√κ s_j]``; ``κ, τ`` are twice the worst rounding error of that product, so the
-    computed ``L̃ ≤ L + E/2 < D``. The ``k`` smallest ``L̃`` of the row are measured
-    exactly (float64 differences); the largest of them, ``U_i``, bounds the ``k``-th
-    nearest distance from above, and every ``j`` with ``L̃_ij > U_i`` is farther than it.
+    (centred, scaled points; ``n_j = ‖x_j‖²``; the row's constant ``n_i`` dropped). One
+    product in ``precision`` gives the lower bound ``L_ij = (1 − τ) n_j − 2 x_i·x_j −
+    κ s_i s_j = D_ij − E_ij`` directly, from the augmented rows ``[x_i, 1, √κ s_i]`` and
+    ``[−2 x_j, (1 − τ) n_j, −√κ s_j]``; ``κ, τ`` are twice the worst rounding error of
+    that product, so the computed ``L̃ ≤ L + E/2 < D``. The ``K'`` smallest ``L̃`` of the
+    row are measured exactly (float64 differences of the input rows); the ``k``-th
+    smallest of those, ``U_i``, bounds the ``k``-th nearest distance from above, and every
+    ``j`` with ``L̃_ij > U_i`` is farther than it. When the ``K'``-th smallest ``L̃`` is
+    itself ``≤ U_i`` (rare), the row is compared in full.
     """
     n, p = Xc.shape
     name = _PRECISIONS[precision][0]
@@ -267,33 +268,54 @@ def _screen_block(
         cache[precision] = (torch.from_numpy(left).to(dt), torch.from_numpy(right).to(dt))
         del left, right
     left, right = cache[precision]
+    X = cache["X"]
     b = len(rows)
     ridx = torch.from_numpy(rows)
     L = torch.mm(left[ridx], right.T)
     L[torch.arange(b), ridx] = torch.inf
-    # The K' smallest bounds hold every candidate unless the K'-th is itself ≤ U_i; such
-    # rows (rare) are compared in full.
     wide = min(n - 1, max(_SCREEN_WIDTH, 4 * k))
     vals, near = torch.topk(L, wide, dim=1, largest=False, sorted=True)
-    # exact D_ij = ‖x_i − x_j‖² − n_i of the k smallest, plus a float64 rounding margin
-    first = near[:, :k].numpy()
-    d = _exact_sq_dist(Xc, np.repeat(rows, k), first.ravel()).reshape(b, k)
-    upper = d.max(axis=1) - nx[rows]
+    near = near.numpy()
+    d = _exact_rows(X, rows, near)
+    order = np.lexsort((near, d))  # per row: by distance, then index
+    best = np.take_along_axis(near, order[:, :k], axis=1)
+    # U_i in the units of L (scaled, row constant dropped), plus a float64 rounding margin
+    upper = np.take_along_axis(d, order[:, k - 1 : k], axis=1)[:, 0] / scale**2 - nx[rows]
     upper += 1e-12 * (np.abs(upper) + nx[rows] + 1.0)
+    if wide == n - 1:  # the screened list already holds every other sample
+        return best
     # compare in the product's dtype: round the bound up (one dtype step is < 2^-7 |U|)
     up = torch.from_numpy(upper + np.abs(upper) * 2.0**-7 + 1e-30).to(L.dtype)[:, None]
-    r_loc, pos = torch.nonzero(vals <= up, as_tuple=True)
-    cols = near[r_loc, pos]
     full = torch.nonzero(vals[:, -1:] <= up, as_tuple=True)[0]
     if len(full):
-        keep = ~torch.isin(r_loc, full)
-        r_full, c_full = torch.nonzero(L[full] <= up[full], as_tuple=True)
-        r_loc = torch.cat([r_loc[keep], full[r_full]])
-        cols = torch.cat([cols[keep], c_full])
-    del L
-    if precision != "float64" and len(cols) > _MAX_SURVIVOR_FRACTION * b * n:
-        return None
-    return r_loc.numpy().astype(np.int64), cols.numpy().astype(np.int64)
+        r_loc, cols = torch.nonzero(L[full] <= up[full], as_tuple=True)
+        if precision != "float64" and len(cols) > _MAX_SURVIVOR_FRACTION * b * n:
+            return None
+        r_loc = r_loc.numpy().astype(np.int64)
+        cols = cols.numpy().astype(np.int64)
+        fr = full.numpy()
+        dd = _exact_sq_dist(X.numpy(), rows[fr][r_loc], cols)
+        best[fr] = _select(r_loc, cols, dd, len(fr), k)
+    return best
+
+
+def _exact_rows(X: Any, rows: np.ndarray, cols: np.ndarray, chunk_elems: int = 1 << 20) -> Any:
+    """``‖X[rows[i]] − X[cols[i, m]]‖²`` (float64 differences), a ``cols``-shaped array.
+
+    Chunks of about ``chunk_elems`` gathered values (8 MiB) stay in cache; ``index_select``
+    gathers rows an order of magnitude faster than advanced indexing here.
+    """
+    import torch
+
+    w, p = cols.shape[1], X.shape[1]
+    out = np.empty(cols.shape)
+    c = max(1, chunk_elems // max(1, w * p))
+    for s in range(0, len(rows), c):
+        cc = torch.from_numpy(np.ascontiguousarray(cols[s : s + c]).ravel())
+        G = torch.index_select(X, 0, cc).view(-1, w, p)
+        G -= torch.index_select(X, 0, torch.from_numpy(rows[s : s + c]))[:, None]
+        out[s : s + c] = (G * G).sum(-1).numpy()
+    return out
 
 
 def _exact_sq_dist(
