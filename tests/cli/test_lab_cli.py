@@ -142,3 +142,34 @@ def test_align_unknown_metric(tmp_path):
         ],
     )
     assert r.exit_code == 2 and "magic" in r.stderr
+
+
+@pytest.mark.parametrize("inner", ["loo", "gcv"])
+def test_align_ridge_inner_cv_option(tmp_path, inner):
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((300, 6))
+    np.save(tmp_path / "A.npy", A)
+    np.save(
+        tmp_path / "B.npy", A @ rng.standard_normal((6, 4)) + 0.1 * rng.standard_normal((300, 4))
+    )
+    args = ["lab", "align", "--a", str(tmp_path / "A.npy"), "--b", str(tmp_path / "B.npy")]
+    r = runner.invoke(
+        app, [*args, "--metric", "ridge", "--inner-cv", inner, "--json", str(tmp_path / "r.json")]
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["params"]["inner_cv"] == inner
+    assert res["score"] > 0.9  # B is a noisy linear map of A
+    bad = runner.invoke(app, [*args, "--metric", "ridge", "--inner-cv", "kfold"])
+    assert bad.exit_code == 2 and "kfold" in bad.stderr and "gcv" in bad.stderr
+
+
+def test_align_mutual_knn_k_option(tmp_path):
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "A.npy", rng.standard_normal((200, 5)))
+    args = ["lab", "align", "--a", str(tmp_path / "A.npy"), "--b", str(tmp_path / "A.npy")]
+    r = runner.invoke(
+        app, [*args, "--metric", "mutual_knn", "--k", "7", "--json", str(tmp_path / "m.json")]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m.json").read_text())["score"] == 1.0  # itself

@@ -241,8 +241,8 @@ def test_ridge_loo_matches_sklearn_ridgecv(n, p, per_target, sparse):
     Y = X[:, :3] @ rng.standard_normal((3, 4)) + 2.0 * rng.standard_normal((n, 4))
     alphas = np.logspace(-8, 8, 17)
     ref = RidgeCV(alphas=alphas, alpha_per_target=per_target, store_cv_results=True).fit(X, Y)
-    coef, intercept, chosen, loo_mse = _stats.ridge_loo(
-        sp.csr_matrix(X) if sparse else X, Y, alphas, alpha_per_target=per_target
+    coef, intercept, chosen, loo_mse = _stats.ridge_cv(
+        sp.csr_matrix(X) if sparse else X, Y, alphas, inner="loo", alpha_per_target=per_target
     )
     # sklearn's cv_results_ holds the squared LOO errors (n × q × n_alphas). With p > n and
     # α = 1e-8 the fit nearly interpolates (1 - h_ii ≈ 1e-10) and rounding shows: observed

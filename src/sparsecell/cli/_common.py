@@ -85,6 +85,7 @@ def _echo_result(res: Any, title: str, json_out: Path | None) -> None:
         "metric": res.metric,
         "score": float(res.score),
         "per_fold": [float(v) for v in getattr(res, "per_fold", [])],
+        "params": dict(getattr(res, "params", {}) or {}),
     }
     typer.echo(f"{title}: {res.metric} = {d['score']:.4f}")
     if d["per_fold"]:

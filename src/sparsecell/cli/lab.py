@@ -29,13 +29,27 @@ def lab_align(
     obsm_b: Annotated[str | None, typer.Option(help="obsm key of B (.h5ad).")] = None,
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    k: Annotated[int, typer.Option(help="Neighbours (mutual_knn).")] = 10,
+    inner_cv: Annotated[
+        str, typer.Option(help="ridge's penalty search: auto, loo (exact LOO) or gcv.")
+    ] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
 ) -> None:
     """Alignment of two representations of the same samples (arXiv 2510.03186)."""
     from .. import lab
 
+    extra: dict[str, object] = {}
+    if metric == "ridge":
+        extra["inner_cv"] = inner_cv
+    elif metric == "mutual_knn":
+        extra["k"] = k
     res = lab.alignment(
-        _load_input(a, obsm_a), _load_input(b, obsm_b), metric=metric, folds=folds, seed=seed
+        _load_input(a, obsm_a),
+        _load_input(b, obsm_b),
+        metric=metric,
+        folds=folds,
+        seed=seed,
+        **extra,
     )
     _echo_result(res, f"{a.name} → {b.name}", json_out)
 

@@ -376,39 +376,140 @@ def transport_plan(C: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- ridge
 
+#: Inner cross-validation modes of :func:`ridge_cv`.
+RIDGE_INNER: tuple[str, ...] = ("loo", "gcv")
 
-def ridge_loo(
+#: GCV, covariance basis: a target whose unpenalised residual ``‖ỹ‖² − Σ_k c_k²`` (plus
+#: its smallest shrinkage term) is below this fraction of ``‖ỹ‖²`` is fitted almost
+#: exactly; the difference has then lost most of its digits (its rounding error is about
+#: ``1e-15 ‖ỹ‖²``), so that residual is recomputed from the data ...
+_GCV_EXACT_RTOL = 1e-6
+#: ... for as many such targets (worst first) as fit in this many multiply-adds
+#: (``n · p`` each); the others keep the difference, floored at 0.
+_GCV_EXACT_BUDGET = 1e11
+
+
+def _dense_rows(Y: Matrix, s: int, e: int, cols: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``s:e`` (and columns ``cols``) of ``Y`` as a dense array (a copy)."""
+    blk = Y[s:e] if cols is None else Y[s:e][:, cols]
+    return blk.toarray() if sp.issparse(blk) else np.array(blk, dtype=np.float64)
+
+
+def _centered_sq_norms(Y: Matrix, my: np.ndarray, block_elems: int) -> np.ndarray:
+    """``‖y_j − my_j‖²`` of every column, summed from non-negative terms (a sparse ``Y``
+    from its stored entries plus ``(n − nnz_j) my_j²``; a dense one in row blocks)."""
+    n, q = Y.shape
+    if sp.issparse(Y):
+        idx = Y.indices
+        d = Y.data - my[idx]
+        nnz = np.bincount(idx, minlength=q)
+        return np.bincount(idx, weights=d * d, minlength=q) + (n - nnz) * my**2
+    out = np.zeros(q)
+    b = max(1, block_elems // max(q, 1))
+    for s in range(0, n, b):
+        blk = Y[s : s + b] - my
+        out += np.einsum("ij,ij->j", blk, blk)
+    return out
+
+
+def _exact_unpenalised_residuals(
     X: Matrix,
-    Y: np.ndarray,
+    Y: Matrix,
+    mx: np.ndarray,
+    my: np.ndarray,
+    V: np.ndarray,
+    lam: np.ndarray,
+    R: np.ndarray,
+    cols: np.ndarray,
+    block_elems: int,
+) -> np.ndarray:
+    """``‖ỹ_j − X̃ b_j‖²`` for the columns ``cols``, ``b_j = V diag(1/λ) R_j`` the
+    unpenalised (minimum-norm) fit, from residuals formed in blocks of rows and columns."""
+    n = X.shape[0]
+    out = np.zeros(len(cols))
+    cb = max(1, min(len(cols), block_elems // max(X.shape[1], 1)))
+    for c0 in range(0, len(cols), cb):
+        J = cols[c0 : c0 + cb]
+        W = V @ (R[:, J] / lam[:, None])  # p × |J|
+        shift = mx @ W
+        b = max(1, block_elems // max(len(J), X.shape[1], 1))
+        for s in range(0, n, b):
+            e = min(n, s + b)
+            res = _dense_rows(Y, s, e, J) - my[J]
+            res -= np.asarray(X[s:e] @ W) - shift
+            out[c0 : c0 + len(J)] += np.einsum("ij,ij->j", res, res)
+    return out
+
+
+def ridge_cv(
+    X: Matrix,
+    Y: Matrix,
     alphas: np.ndarray,
     *,
+    inner: str = "loo",
     alpha_per_target: bool = False,
     block_elems: int = 4_000_000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge regression with an unpenalised intercept, penalty chosen by exact LOO.
+    """Ridge regression with an unpenalised intercept, penalty chosen by inner CV.
 
-    The same estimator as :class:`sklearn.linear_model.RidgeCV` (``cv=None``): for every
-    ``α`` the leave-one-out residuals ``e_i / (1 - h_ii)`` come from one eigendecomposition,
-    ``h_ii = 1/n + x̃_iᵀ (X̃ᵀX̃ + αI)⁻¹ x̃_i`` (``x̃`` centred). The smaller of the
-    ``p × p`` covariance and the ``n × n`` Gram matrix is decomposed; a sparse ``X`` is
-    never centred or densified (products are formed in row blocks of at most
-    ``block_elems`` entries). Directions with eigenvalue ≤ 1e-12 of the largest carry no
-    variance and get no weight (the minimum-norm solution).
+    With ``X̃``, ``Ỹ`` the column-centred data, the fit of penalty ``α`` has hat matrix
+    ``H_α = 11ᵀ/n + X̃ (X̃ᵀX̃ + αI)⁻¹ X̃ᵀ`` (intercept included), ``tr H_α = 1 + Σ_k
+    λ_k/(λ_k + α)`` over the eigenvalues ``λ_k`` of ``X̃ᵀX̃``. One eigendecomposition, of
+    the smaller of the ``p × p`` covariance and the ``n × n`` Gram matrix ``X̃X̃ᵀ``, serves
+    every penalty. Directions with eigenvalue ≤ 1e-12 of the largest carry no variance and
+    get no weight (the minimum-norm solution).
+
+    Parameters
+    ----------
+    X, Y
+        ``(n, p)`` predictors and ``(n, q)`` targets, dense or CSR. Sparse matrices are
+        never centred or densified (products are formed in row blocks of at most
+        ``block_elems`` entries).
+    alphas
+        Candidate penalties.
+    inner
+        ``"loo"``: exact leave-one-out, the estimator of
+        :class:`sklearn.linear_model.RidgeCV` (``cv=None``): residuals
+        ``e_i / (1 − h_ii)``, ``h_ii = 1/n + x̃_iᵀ (X̃ᵀX̃ + αI)⁻¹ x̃_i``, for every sample,
+        target and penalty; ``O(n · min(n, p) · q)`` per penalty.
+        ``"gcv"``: generalised cross-validation (Golub, Heath & Wahba 1979),
+        ``GCV(α, j) = (‖(I − H_α) y_j‖² / n) / (1 − tr H_α / n)²``, which approximates
+        the LOO error by replacing every ``h_ii`` with their mean ``tr H_α / n``. The
+        residual norms come from the coordinates ``c_kj`` of ``ỹ_j`` on the left singular
+        vectors of ``X̃``, ``‖(I − H_α) ỹ_j‖² = e_j + Σ_k (α/(λ_k + α))² c_kj²`` with
+        ``e_j`` the unpenalised residual, so each penalty costs ``O(min(n, p))`` per target
+        and the whole search one eigendecomposition and one ``X̃ᵀỸ`` (or ``QᵀỸ``) product;
+        with a sparse ``Y`` and ``n > p`` no ``n × q`` array is formed. Every term is
+        non-negative, so the score stays accurate when the fit nearly interpolates (tiny
+        ``α``): in the Gram basis ``e_j`` is the squared null-space part of ``ỹ_j``; in
+        the covariance basis it is ``‖ỹ_j‖² − Σ_k c_kj²``, and targets for which that
+        difference keeps less than 1e-6 of ``‖ỹ_j‖²`` get ``e_j`` recomputed from the
+        data (``O(n · p)`` each, up to a budget of 1e11 multiply-adds; beyond it the
+        difference is floored at 0).
+    alpha_per_target
+        Choose a penalty per target instead of one for all (by the summed score).
+    block_elems
+        Largest number of entries of a dense block formed from the rows of ``X`` or ``Y``.
 
     Returns
     -------
-    coef, intercept, alpha, loo_mse
+    coef, intercept, alpha, score
         ``(p, q)`` weights, ``(q,)`` intercepts, the chosen penalty (one per target
-        with ``alpha_per_target``, else a length-1 array) and the leave-one-out mean
-        squared error of every penalty and target (``n_alphas × q``).
+        with ``alpha_per_target``, else a length-1 array) and the score minimised by the
+        choice for every penalty and target (``n_alphas × q``): the leave-one-out mean
+        squared error (``"loo"``) or the GCV score (``"gcv"``); ``inf`` where undefined.
     """
+    if inner not in RIDGE_INNER:
+        raise unknown("ridge inner cross-validation", str(inner), list(RIDGE_INNER))
     n, p = X.shape
     q = Y.shape[1]
     alphas = np.asarray(alphas, dtype=np.float64).ravel()
+    if sp.issparse(Y) and not Y.has_canonical_format:
+        Y = Y.copy()
+        Y.sum_duplicates()
     mx = column_stats(X)[0]
-    my = Y.mean(axis=0)
-    Yc = Y - my
-    sse = np.zeros((len(alphas), q))
+    my = np.asarray(Y.mean(axis=0), dtype=np.float64).ravel()
+    score = np.zeros((len(alphas), q))
     if p <= n:
         if sp.issparse(X):
             G = np.asarray((X.T @ X).toarray())
@@ -416,21 +517,42 @@ def ridge_loo(
         else:
             Xc = X - mx
             G = Xc.T @ Xc
-        lam, V = np.linalg.eigh((G + G.T) / 2.0)
+            del Xc
+        G += G.T
+        G *= 0.5
+        lam, V = np.linalg.eigh(G)
+        del G
         keep = lam > 1e-12 * max(lam.max(), 0.0)
         lam, V = lam[keep], V[:, keep]
-        R = V.T @ centered_cross(X, Yc, mx, np.zeros(q))  # r × q
-        shift = mx @ V
-        b = max(1, block_elems // max(V.shape[1], q, 1))
-        for s in range(0, n, b):
-            e = min(n, s + b)
-            U = np.asarray(X[s:e] @ V) - shift
-            H = 1.0 / n + (U**2) @ (1.0 / (lam[:, None] + alphas[None, :]))
-            for ia, a in enumerate(alphas):
-                resid = Yc[s:e] - U @ (R / (lam + a)[:, None])
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    loo = resid / (1.0 - H[:, ia])[:, None]
-                sse[ia] += np.sum(loo**2, axis=0)
+        R = V.T @ centered_cross(X, Y, mx, my)  # r × q; R_kj / √λ_k = c_kj
+        if inner == "loo":
+            shift = mx @ V
+            b = max(1, block_elems // max(V.shape[1], q, 1))
+            for s in range(0, n, b):
+                e = min(n, s + b)
+                U = np.asarray(X[s:e] @ V) - shift
+                H = 1.0 / n + (U**2) @ (1.0 / (lam[:, None] + alphas[None, :]))
+                Yb = _dense_rows(Y, s, e) - my
+                for ia, a in enumerate(alphas):
+                    resid = Yb - U @ (R / (lam + a)[:, None])
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        loo = resid / (1.0 - H[:, ia])[:, None]
+                    score[ia] += np.sum(loo**2, axis=0)
+        else:
+            c2 = R**2 / lam[:, None]
+            shrunk = _shrinkage(alphas, lam) ** 2 @ c2  # n_alphas × q
+            ysq = _centered_sq_norms(Y, my, block_elems)
+            e0 = ysq - c2.sum(axis=0)
+            del c2
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = (e0 + shrunk.min(axis=0, initial=np.inf)) / ysq
+            bad = np.flatnonzero((ysq > 0) & (rel < _GCV_EXACT_RTOL))
+            bad = bad[np.argsort(rel[bad], kind="stable")]
+            bad = bad[: int(_GCV_EXACT_BUDGET // max(n * p, 1))]
+            e0 = np.where(ysq > 0, np.maximum(e0, 0.0), 0.0)
+            if len(bad):
+                e0[bad] = _exact_unpenalised_residuals(X, Y, mx, my, V, lam, R, bad, block_elems)
+            score = e0[None, :] + shrunk
 
         def coef_for(a: np.ndarray) -> np.ndarray:  # a: (q,) penalties
             return V @ (R / (lam[:, None] + a[None, :]))
@@ -445,37 +567,65 @@ def ridge_loo(
         else:
             Xc = X - mx
             K = Xc @ Xc.T
-        lam, Q = np.linalg.eigh((K + K.T) / 2.0)
+            del Xc
+        K += K.T
+        K *= 0.5
+        lam, Q = np.linalg.eigh(K)
+        del K
         keep = lam > 1e-12 * max(lam.max(), 0.0)
-        # 1 - h_ii summed term by term over the full eigenbasis (the null space holds the
-        # constant vector, whose 1/n is the intercept's share of h_ii): no cancellation
-        # when the fit nearly interpolates (p > n, tiny α).
-        # Residuals likewise: the null-space part minus the constant vector's, plus the
-        # shrunk part, rather than Yc minus an almost equal fit.
-        Qn = Q[:, ~keep]
-        null_mass = np.sum(Qn**2, axis=1) - 1.0 / n
-        null_resid = Qn @ (Qn.T @ Yc) - Yc.mean(axis=0)
-        lam, Q = lam[keep], Q[:, keep]
-        QtY = Q.T @ Yc
-        one_minus_h = null_mass[:, None] + (Q**2) @ (
-            alphas[None, :] / (lam[:, None] + alphas[None, :])
-        )
-        for ia, a in enumerate(alphas):
-            resid = null_resid + Q @ (QtY * (a / (lam + a))[:, None])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                loo = resid / one_minus_h[:, ia][:, None]
-            sse[ia] = np.sum(loo**2, axis=0)
+        if sp.issparse(Y):
+            T = centered_cross(Q, Y, Q.mean(axis=0), my)  # QᵀỸ without centring Y
+            ybar = np.zeros(q)
+        else:
+            Yc = Y - my
+            T = Q.T @ Yc
+            ybar = Yc.mean(axis=0)
+            del Yc
+        Qn, Tn = Q[:, ~keep], T[~keep]
+        lam, Q, QtY = lam[keep], Q[:, keep], T[keep]
+        del T
+        if inner == "loo":
+            # 1 - h_ii summed term by term over the full eigenbasis (the null space holds
+            # the constant vector, whose 1/n is the intercept's share of h_ii): no
+            # cancellation when the fit nearly interpolates (p > n, tiny α). Residuals
+            # likewise: the null-space part minus the constant vector's, plus the shrunk
+            # part, rather than Ỹ minus an almost equal fit.
+            null_mass = np.sum(Qn**2, axis=1) - 1.0 / n
+            null_resid = Qn @ Tn - ybar
+            one_minus_h = null_mass[:, None] + Q**2 @ _shrinkage(alphas, lam).T
+            for ia, a in enumerate(alphas):
+                resid = null_resid + Q @ (QtY * (a / (lam + a))[:, None])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    loo = resid / one_minus_h[:, ia][:, None]
+                score[ia] = np.sum(loo**2, axis=0)
+        else:
+            # Null-space part (the constant vector's share of it is 0: Ỹ is centred)
+            # plus the shrunk part; both sums of squares.
+            score = np.sum(Tn**2, axis=0)[None, :] + _shrinkage(alphas, lam) ** 2 @ QtY**2
 
         def coef_for(a: np.ndarray) -> np.ndarray:
             dual = Q @ (QtY / (lam[:, None] + a[None, :]))  # n × q
             return np.asarray(X.T @ dual) - np.outer(mx, dual.sum(axis=0))
 
-    sse = np.where(np.isfinite(sse), sse, np.inf)
+    if inner == "loo":
+        score /= n
+    else:
+        # n - tr H_α = (n - 1 - r) + Σ_k α/(λ_k + α), a sum of non-negative terms.
+        df = max(n - 1 - len(lam), 0) + _shrinkage(alphas, lam).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = n * score / df[:, None] ** 2
+    score = np.where(np.isfinite(score), score, np.inf)
     if alpha_per_target:
-        chosen = alphas[np.argmin(sse, axis=0)]
+        chosen = alphas[np.argmin(score, axis=0)]
         coef = coef_for(chosen)
     else:
-        chosen = alphas[[int(np.argmin(sse.sum(axis=1)))]]
+        chosen = alphas[[int(np.argmin(score.sum(axis=1)))]]
         coef = coef_for(np.full(q, chosen[0]))
     intercept = my - mx @ coef
-    return coef, intercept, chosen, sse / n
+    return coef, intercept, chosen, score
+
+
+def _shrinkage(alphas: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """``α / (λ_k + α)`` for every penalty (rows) and eigenvalue (columns)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return alphas[:, None] / (lam[None, :] + alphas[:, None])
