@@ -31,7 +31,9 @@ neighbour, even when it has exact duplicates. Metrics other than ``euclidean``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,20 @@ _FLOAT64_MAX_DIM = 32
 #: Relative cost of one sparse multiply-add (scattered, float64) against one dense bf16
 #: multiply-add in a blocked GEMM, measured on the 2-core development CPU (≈ 1 ns vs 6 ps).
 _SPARSE_COST = 160.0
+
+
+@contextlib.contextmanager
+def _numba_threads_like_torch() -> Iterator[None]:
+    """Run numba's parallel loops on no more threads than torch uses (restored after)."""
+    import numba
+    import torch
+
+    saved = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(saved, torch.get_num_threads())))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(saved)
 
 
 @functools.lru_cache(maxsize=1)
@@ -376,8 +392,6 @@ def _sparse_kernel() -> Any:
 
 
 def _sparse_knn(X: sp.csr_matrix, k: int, block_elems: int) -> np.ndarray:
-    import numba
-    import torch
 
     n = X.shape[0]
     X = sp.csr_matrix(X, dtype=np.float64)
@@ -390,9 +404,7 @@ def _sparse_knn(X: sp.csr_matrix, k: int, block_elems: int) -> np.ndarray:
     acc = np.empty((b, n))
     best_d = np.empty((b, k))
     out = np.empty((n, k), dtype=np.int64)
-    saved = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(saved, torch.get_num_threads())))
-    try:
+    with _numba_threads_like_torch():
         for s0 in range(0, n, b):
             e = min(n, s0 + b)
             kernel(
@@ -408,8 +420,6 @@ def _sparse_knn(X: sp.csr_matrix, k: int, block_elems: int) -> np.ndarray:
                 best_d[: e - s0],
                 out,
             )
-    finally:
-        numba.set_num_threads(saved)
     return out
 
 
@@ -430,7 +440,7 @@ def _rank_kernels() -> tuple[Any, Any]:
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def from_expansion(D, R, nxc, tol, r0, nbr, out):  # pragma: no cover
-        # D[bi, q] = ‖x_l‖² − 2 x_i·x_l of the centred points (‖x_i − x_l‖² − ‖x_i‖²), within
+        # D[bi, q] = ‖x_q‖² − 2 x_i·x_q of the centred points (‖x_i − x_q‖² − ‖x_i‖²), within
         # tol[i] of exact; the thresholds and every distance within tol of one are exact.
         b, n = D.shape
         k = nbr.shape[1]
@@ -505,7 +515,6 @@ def neighbour_ranks(
     Other metrics and sparse ``R``: :func:`sklearn.metrics.pairwise_distances` blocks of
     at most ``block_elems`` entries.
     """
-    import numba
     import torch
 
     n, p = R.shape
@@ -521,9 +530,7 @@ def neighbour_ranks(
         # |fl(‖x_l‖² − 2 x_i·x_l) − exact| ≤ (p + 3) u (‖x_l‖² + 2‖x_i‖‖x_l‖); doubled
         tol = (4.0 * (p + 4) * 2.0**-53) * (nxc + nxc.max()).numpy() + 1e-300
         nxc_np = nxc.numpy()
-    saved = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(saved, torch.get_num_threads())))
-    try:
+    with _numba_threads_like_torch():
         for s0 in range(0, n, b):
             e = min(n, s0 + b)
             if expansion:
@@ -534,6 +541,4 @@ def neighbour_ranks(
 
                 D = pairwise_distances(R[s0:e], R, metric=metric)
                 from_distances(D, s0, nbr, out)
-    finally:
-        numba.set_num_threads(saved)
     return out
