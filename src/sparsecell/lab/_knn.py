@@ -427,7 +427,7 @@ def _sparse_knn(X: sp.csr_matrix, k: int, block_elems: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _rank_kernels() -> tuple[Any, Any]:
+def _rank_kernel() -> Any:
     import numba
 
     @numba.njit(cache=True, nogil=True)
@@ -439,9 +439,10 @@ def _rank_kernels() -> tuple[Any, Any]:
         return acc
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def from_expansion(D, R, nxc, tol, r0, nbr, out):  # pragma: no cover
-        # D[bi, q] = ‖x_q‖² − 2 x_i·x_q of the centred points (‖x_i − x_q‖² − ‖x_i‖²), within
-        # tol[i] of exact; the thresholds and every distance within tol of one are exact.
+    def count_ranks(D, R, nxc, tol, exact, r0, nbr, out):  # pragma: no cover
+        # exact: D[bi, q] = ‖x_q‖² − 2 x_i·x_q of the centred points (‖x_i − x_q‖² − ‖x_i‖²)
+        # within tol[i] of exact; the thresholds and every distance within tol of one are
+        # recomputed as squared differences of R. Otherwise D holds the distances as given.
         b, n = D.shape
         k = nbr.shape[1]
         for bi in numba.prange(b):
@@ -450,10 +451,14 @@ def _rank_kernels() -> tuple[Any, Any]:
             row[i] = np.inf
             for m in range(k):
                 j = nbr[i, m]
-                t = sq_dist(R, i, j)
-                tc = t - nxc[i]
-                below = tc - tol[i]
-                above = tc + tol[i]
+                if exact:
+                    t = sq_dist(R, i, j)
+                    below = t - nxc[i] - tol[i]
+                    above = t - nxc[i] + tol[i]
+                else:
+                    t = row[j]
+                    below = t
+                    above = t
                 lo = 0
                 hi = 0
                 for q in range(n):
@@ -462,37 +467,18 @@ def _rank_kernels() -> tuple[Any, Any]:
                     hi += v <= above
                 less = lo
                 ties = 0
-                if hi - lo > 1:  # more than j itself near the threshold: decide exactly
+                if hi - lo > 1:  # more than j itself at the threshold: decide one by one
                     for q in range(n):
                         v = row[q]
                         if v >= below and v <= above and q != j:
-                            dl = sq_dist(R, i, q)
-                            if dl < t:
+                            dq = sq_dist(R, i, q) if exact else v
+                            if dq < t:
                                 less += 1
-                            elif dl == t and q < j:
+                            elif dq == t and q < j:
                                 ties += 1
                 out[i, m] = less + ties + 1
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def from_distances(D, r0, nbr, out):  # pragma: no cover
-        b, n = D.shape
-        k = nbr.shape[1]
-        for bi in numba.prange(b):
-            i = r0 + bi
-            row = D[bi]
-            row[i] = np.inf
-            for m in range(k):
-                j = nbr[i, m]
-                t = row[j]
-                less = 0
-                for q in range(n):
-                    less += row[q] < t
-                ties = 0
-                for q in range(j):
-                    ties += row[q] == t
-                out[i, m] = less + ties + 1
-
-    return from_expansion, from_distances
+    return count_ranks
 
 
 def neighbour_ranks(
@@ -520,7 +506,7 @@ def neighbour_ranks(
     n, p = R.shape
     out = np.empty(nbr.shape, dtype=np.int64)
     nbr = np.ascontiguousarray(nbr, dtype=np.int64)
-    from_expansion, from_distances = _rank_kernels()
+    count_ranks = _rank_kernel()
     b = int(max(1, min(n, block_elems // n)))
     expansion = metric in ("euclidean", "sqeuclidean") and not sp.issparse(R)
     if expansion:
@@ -530,15 +516,17 @@ def neighbour_ranks(
         # |fl(‖x_l‖² − 2 x_i·x_l) − exact| ≤ (p + 3) u (‖x_l‖² + 2‖x_i‖‖x_l‖); doubled
         tol = (4.0 * (p + 4) * 2.0**-53) * (nxc + nxc.max()).numpy() + 1e-300
         nxc_np = nxc.numpy()
+    else:
+        dummy, zeros = np.zeros((1, 1)), np.zeros(n)
     with _numba_threads_like_torch():
         for s0 in range(0, n, b):
             e = min(n, s0 + b)
             if expansion:
                 D = torch.addmm(nxc[None, :], Rc[s0:e], Rc.T, alpha=-2.0).numpy()
-                from_expansion(D, R, nxc_np, tol, s0, nbr, out)
+                count_ranks(D, R, nxc_np, tol, True, s0, nbr, out)
             else:
                 from sklearn.metrics import pairwise_distances
 
                 D = pairwise_distances(R[s0:e], R, metric=metric)
-                from_distances(D, s0, nbr, out)
+                count_ranks(D, dummy, zeros, zeros, False, s0, nbr, out)
     return out
