@@ -45,12 +45,11 @@ from .._errors import SparsecellError
 FAST_METRICS = ("euclidean", "sqeuclidean", "cosine")
 
 #: Screening precisions, from the cheapest: (torch dtype name, unit roundoff of the inputs,
-#: unit roundoff of the product's output, unit roundoff of the accumulation, working dtype
-#: name of the screened distances, its unit roundoff).
-_PRECISIONS: dict[str, tuple[str, float, float, float, str, float]] = {
-    "bfloat16": ("bfloat16", 2.0**-8, 2.0**-8, 2.0**-24, "float32", 2.0**-24),
-    "float32": ("float32", 2.0**-24, 2.0**-24, 2.0**-24, "float32", 2.0**-24),
-    "float64": ("float64", 2.0**-53, 2.0**-53, 2.0**-53, "float64", 2.0**-53),
+#: unit roundoff of the product's output, unit roundoff of the accumulation).
+_PRECISIONS: dict[str, tuple[str, float, float, float]] = {
+    "bfloat16": ("bfloat16", 2.0**-8, 2.0**-8, 2.0**-24),
+    "float32": ("float32", 2.0**-24, 2.0**-24, 2.0**-24),
+    "float64": ("float64", 2.0**-53, 2.0**-53, 2.0**-53),
 }
 _NEXT = {"bfloat16": "float32", "float32": "float64"}
 
@@ -231,7 +230,7 @@ def _dense_knn(X: np.ndarray, k: int, precision: str, block_elems: int) -> np.nd
 def _error_constants(precision: str, p: int) -> tuple[float, float]:
     """``(κ, τ)`` of the bound ``|L̃_ij − L_ij| ≤ (κ s_i s_j + τ n_j) / 2`` (see
     :func:`_screen_block`; ``s`` the row norms, ``n = s²``, all norms ≤ 1)."""
-    _, u, u_out, u_acc, _, _ = _PRECISIONS[precision]
+    _, u, u_out, u_acc = _PRECISIONS[precision]
     gamma = (p + 2) * u_acc / (1.0 - (p + 2) * u_acc)  # accumulation over p + 2 terms
     kappa = 0.0
     for _ in range(4):  # κ appears in its own bound through the folded column; converges
@@ -310,7 +309,7 @@ def _screen_block(
         r_loc = r_loc.numpy().astype(np.int64)
         cols = cols.numpy().astype(np.int64)
         fr = full.numpy()
-        dd = _exact_sq_dist(X.numpy(), rows[fr][r_loc], cols)
+        dd = _exact_rows(X, rows[fr][r_loc], cols[:, None])[:, 0]
         best[fr] = _select(r_loc, cols, dd, len(fr), k)
     return best
 
@@ -331,19 +330,6 @@ def _exact_rows(X: Any, rows: np.ndarray, cols: np.ndarray, chunk_elems: int = 1
         G = torch.index_select(X, 0, cc).view(-1, w, p)
         G -= torch.index_select(X, 0, torch.from_numpy(rows[s : s + c]))[:, None]
         out[s : s + c] = (G * G).sum(-1).numpy()
-    return out
-
-
-def _exact_sq_dist(
-    X: np.ndarray, ri: np.ndarray, cj: np.ndarray, chunk_elems: int = 1 << 23
-) -> np.ndarray:
-    """``Σ_l (X[ri, l] − X[cj, l])²`` in float64, in chunks of pairs."""
-    p = X.shape[1]
-    out = np.empty(len(ri))
-    c = max(1, chunk_elems // p)
-    for s in range(0, len(ri), c):
-        diff = X[ri[s : s + c]] - X[cj[s : s + c]]
-        out[s : s + c] = np.einsum("ij,ij->i", diff, diff)
     return out
 
 
