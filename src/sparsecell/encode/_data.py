@@ -9,7 +9,6 @@ indices.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,28 +23,6 @@ from .._errors import SparsecellError
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; a clear error for a missing GPU."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SparsecellError("device 'cuda' requested but no GPU is visible", "use device='cpu'")
-    return dev
-
-
-@contextlib.contextmanager
-def cuda_tf32(enabled: bool) -> Iterator[None]:
-    """Allow (or forbid) TF32 in CUDA convolutions and matmuls for the duration."""
-    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = enabled
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def is_shards(obj: Any) -> bool:

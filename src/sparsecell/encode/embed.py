@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._device import cuda_tf32, resolve_device
 from .._errors import SparsecellError
 from .._io import atomic_dir, dump_json, manifest
-from ._data import Units, cuda_tf32, memory_format, prefetch, read_workers, resolve_device
+from ._data import Units, memory_format, prefetch, read_workers
 from .models import Encoder
 
 _CPU_BATCH = 32

@@ -25,16 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._device import cuda_tf32, resolve_device
 from .._errors import SparsecellError
 from ._data import (
     Units,
     channel_stats,
-    cuda_tf32,
     encode_labels,
     memory_format,
     prefetch,
     read_workers,
-    resolve_device,
 )
 from .augment import Augment
 from .config import EncoderConfig, EncoderTrainConfig

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .._device import resolve_device
 from .._errors import SparsecellError
 from ._base import SparseAutoencoder, batch_fvu
 from ._data import BatchStream, check_matrix, fit_normalization, geometric_median
@@ -30,15 +31,6 @@ from .registry import get
 
 K_ARCHS = {"topk", "batchtopk", "matryoshka"}
 RESIDENT_BYTES_CPU = 4 << 30
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SparsecellError("device 'cuda' requested but no GPU is visible", "use --device cpu")
-    return dev
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -212,7 +204,7 @@ def train(
     check_sae_config(cfg)
     if tc.batch_size < 1:
         raise SparsecellError(f"batch_size={tc.batch_size} must be positive", "pass 1 or more")
-    device = _resolve_device(tc.device)
+    device = resolve_device(tc.device)
     ddp = _Dist(device)
     if ddp.on and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
