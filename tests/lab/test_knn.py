@@ -5,59 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from knn_helpers import brute_knn, brute_ranks, geometries
 
 import sparsecell as spc
 from sparsecell.lab import _knn
 
 
-def brute_knn(X: np.ndarray, k: int) -> np.ndarray:
-    """Exact float64 direct-difference distances, ties to the smaller index."""
-    n = X.shape[0]
-    out = np.empty((n, k), dtype=np.int64)
-    for i in range(n):
-        diff = X - X[i]
-        d = np.einsum("ij,ij->i", diff, diff)
-        d[i] = np.inf
-        out[i] = np.lexsort((np.arange(n), d))[:k]
-    return out
-
-
-def brute_ranks(R: np.ndarray, nbr: np.ndarray) -> np.ndarray:
-    """Stable-sort rank (1 = nearest) of each given neighbour among all others."""
-    n = R.shape[0]
-    out = np.empty_like(nbr)
-    for i in range(n):
-        diff = R - R[i]
-        d = np.einsum("ij,ij->i", diff, diff)
-        d[i] = np.inf
-        rank = np.empty(n, dtype=np.int64)
-        rank[np.argsort(d, kind="stable")] = np.arange(1, n + 1)
-        out[i] = rank[nbr[i]]
-    return out
-
-
-def _geometries() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    n = 400
-    centres = rng.standard_normal((8, 96)) * 5.0
-    dup = rng.standard_normal((n // 4, 64))
-    return {
-        "gaussian": rng.standard_normal((n, 128)),
-        "offset": rng.standard_normal((n, 96)) + 1e3,  # huge mean: centring must save it
-        "low_rank": rng.standard_normal((n, 3)) @ rng.standard_normal((3, 80)),
-        "clusters": centres[rng.integers(0, 8, n)] + 1e-3 * rng.standard_normal((n, 96)),
-        "duplicates": dup[rng.integers(0, n // 4, n)],  # every point has exact copies
-        "integer_grid": rng.integers(0, 3, (n, 40)).astype(float),  # many exact ties
-        "identical": np.ones((n, 50)),
-        "scaled_tiny": rng.standard_normal((n, 64)) * 1e-30,
-        "scaled_huge": rng.standard_normal((n, 64)) * 1e30,
-    }
-
-
-@pytest.mark.parametrize("name", list(_geometries()))
+@pytest.mark.parametrize("name", list(geometries()))
 @pytest.mark.parametrize("precision", ["bfloat16", "float32", "float64"])
 def test_dense_knn_equals_brute_force(name, precision):
-    X = _geometries()[name]
+    X = geometries()[name]
     k = 7
     got = _knn.knn_indices(X, k, precision=precision, block_elems=40_000)  # 100-row blocks
     np.testing.assert_array_equal(got, brute_knn(X, k))
@@ -93,14 +50,14 @@ def test_screening_bound_holds_for_the_low_precision_product():
 
 
 def test_survivor_fallback_to_higher_precision_stays_exact(monkeypatch):
-    X = _geometries()["gaussian"]
+    X = geometries()["gaussian"]
     monkeypatch.setattr(_knn, "_MAX_SURVIVOR_FRACTION", 0.0)  # every block escalates
     np.testing.assert_array_equal(_knn.knn_indices(X, 5, precision="bfloat16"), brute_knn(X, 5))
 
 
 def test_wide_screen_overflow_rows_compared_in_full(monkeypatch):
     """Rows whose candidates exceed the kept top-K' bounds take the full comparison."""
-    X = _geometries()["duplicates"]  # 4 copies per point on average: many equal bounds
+    X = geometries()["duplicates"]  # 4 copies per point on average: many equal bounds
     monkeypatch.setattr(_knn, "_SCREEN_WIDTH", 1)
     np.testing.assert_array_equal(_knn.knn_indices(X, 3, precision="float32"), brute_knn(X, 3))
 
@@ -151,7 +108,7 @@ def test_numba_threads_are_restored():
 
 @pytest.mark.parametrize("name", ["gaussian", "integer_grid", "duplicates"])
 def test_neighbour_ranks_equal_stable_sort_ranks(name):
-    R = _geometries()[name][:, :16]
+    R = geometries()[name][:, :16]
     rng = np.random.default_rng(6)
     nbr = np.stack([rng.choice(np.delete(np.arange(400), i), 6, replace=False) for i in range(400)])
     expected = brute_ranks(R, nbr)

@@ -12,12 +12,24 @@ import pytest
 import scipy.sparse as sp
 
 import sparsecell as spc
-from sparsecell.lab import _stats
+from sparsecell.lab import _ridge
 
 # the module (``sparsecell.lab.alignment`` is also the name of the dispatcher function)
 alignment = importlib.import_module("sparsecell.lab.alignment")
 
 ALPHAS = np.logspace(-8, 8, 17)
+
+
+def _centred(X: np.ndarray) -> mp.matrix:
+    """The column-centred ``X`` in the current mpmath precision (inputs convert exactly)."""
+    n, p = X.shape
+    Xm = mp.matrix(X.tolist())
+    mx = [mp.fsum(Xm[i, j] for i in range(n)) / n for j in range(p)]
+    Xc = mp.matrix(n, p)
+    for i in range(n):
+        for j in range(p):
+            Xc[i, j] = Xm[i, j] - mx[j]
+    return Xc
 
 
 def _explicit(
@@ -32,12 +44,7 @@ def _explicit(
     q = Y.shape[1]
     gcv, rss = np.empty((len(alphas), q)), np.empty((len(alphas), q))
     with mp.workdps(dps):
-        Xm, Ym = mp.matrix(X.tolist()), mp.matrix(Y.tolist())
-        mx = [mp.fsum(Xm[i, j] for i in range(n)) / n for j in range(p)]
-        Xc = mp.matrix(n, p)
-        for i in range(n):
-            for j in range(p):
-                Xc[i, j] = Xm[i, j] - mx[j]
+        Xc, Ym = _centred(X), mp.matrix(Y.tolist())
         G = Xc.T * Xc
         for ia, a in enumerate(alphas):
             H = Xc * mp.inverse(G + mp.mpf(float(a)) * mp.eye(p)) * Xc.T
@@ -51,6 +58,28 @@ def _explicit(
                 rss[ia, j] = float(r)
                 gcv[ia, j] = float(r / n / den)
     return gcv, rss
+
+
+def _explicit_loo(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, dps: int = 40) -> np.ndarray:
+    """Leave-one-out mean squared error ``mean_i (e_i / (1 − h_ii))²`` per penalty and
+    target, literally from the hat matrix ``H_α = 11ᵀ/n + K̃ (K̃ + αI)⁻¹`` (``K̃ = X̃X̃ᵀ``,
+    the Gram form of the same ``H_α``) and ``e = (I − H_α) y``, in ``dps``-digit
+    arithmetic: exact far below float64 rounding."""
+    n, p = X.shape
+    q = Y.shape[1]
+    out = np.empty((len(alphas), q))
+    with mp.workdps(dps):
+        Xc, Ym = _centred(X), mp.matrix(Y.tolist())
+        K = Xc * Xc.T
+        for ia, a in enumerate(alphas):
+            H = K * mp.inverse(K + mp.mpf(float(a)) * mp.eye(n))
+            for i in range(n):
+                for j in range(n):
+                    H[i, j] += mp.mpf(1) / n
+            E = (mp.eye(n) - H) * Ym
+            for j in range(q):
+                out[ia, j] = float(mp.fsum((E[i, j] / (1 - H[i, i])) ** 2 for i in range(n)) / n)
+    return out
 
 
 @functools.cache
@@ -75,7 +104,7 @@ def _data(branch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("per_target", [False, True])
 def test_gcv_equals_literal_hat_matrix(branch, x_sparse, y_sparse, per_target):
     X, Y, ref = _data(branch)
-    coef, intercept, chosen, gcv = _stats.ridge_cv(
+    coef, intercept, chosen, gcv = _ridge.ridge_cv(
         sp.csr_matrix(X) if x_sparse else X,
         sp.csr_matrix(Y) if y_sparse else Y,
         ALPHAS,
@@ -107,6 +136,32 @@ def test_gcv_equals_literal_hat_matrix(branch, x_sparse, y_sparse, per_target):
     np.testing.assert_allclose(intercept, Y.mean(0) - X.mean(0) @ coef, atol=1e-12)
 
 
+@pytest.mark.parametrize("x_sparse", [False, True])
+@pytest.mark.parametrize("y_sparse", [False, True])
+def test_loo_near_interpolation_equals_literal_hat_matrix(x_sparse, y_sparse):
+    # p > n: at α = 1e-8, 1 − h_ii is ~1e-10 and the residuals ~1e-10 ‖ỹ‖, so a formula
+    # that subtracts nearly equal numbers (1 − 1/n − Σ_k Q_ik² λ_k/(λ_k + α), or ỹ minus
+    # its fit) keeps ~6 digits: scikit-learn's RidgeCV is off by 1.3e-7 relative here and
+    # picks α = 1e-6 where 1e-8 is the true minimum. Sums of small non-negative terms keep
+    # ~15 digits: observed ≤ 4e-16 relative; we require 1e-10 (any cancellation of the
+    # kind above shows as 1e-8 or worse).
+    rng = np.random.default_rng(120)
+    n, p = 40, 80
+    X = rng.standard_normal((n, p)) + 3.0
+    Y = X[:, :3] @ rng.standard_normal((3, 2)) + 2.0 * rng.standard_normal((n, 2))
+    alphas = np.array([1e-8, 1e-7, 1e-6, 1.0])
+    ref = _explicit_loo(X, Y, alphas)
+    _, _, chosen, loo = _ridge.ridge_cv(
+        sp.csr_matrix(X) if x_sparse else X,
+        sp.csr_matrix(Y) if y_sparse else Y,
+        alphas,
+        inner="loo",
+        alpha_per_target=True,
+    )
+    np.testing.assert_allclose(loo, ref, rtol=1e-10)
+    np.testing.assert_array_equal(chosen, alphas[np.argmin(ref, axis=0)])
+
+
 def test_gcv_near_interpolation_p_greater_than_n():
     # p > n: at α = 1e-8 the fit interpolates the 30 training rows up to (α/λ_k)² ≲ 1e-19
     # of ‖ỹ‖² (λ_k ≥ ~40 here), far below the ~1e-16 ‖ỹ‖² rounding of any difference
@@ -118,7 +173,7 @@ def test_gcv_near_interpolation_p_greater_than_n():
     alphas = np.array([1e-8, 1e-6, 1.0])
     ref, rss = _explicit(X, Y, alphas)
     for Xin, Yin in ((X, Y), (sp.csr_matrix(X), Y), (X, sp.csr_matrix(Y))):
-        _, _, _, gcv = _stats.ridge_cv(Xin, Yin, alphas, inner="gcv", alpha_per_target=True)
+        _, _, _, gcv = _ridge.ridge_cv(Xin, Yin, alphas, inner="gcv", alpha_per_target=True)
         assert np.all(gcv > 0)
         # Sums of non-negative terms only: observed agreement ≤ 1e-11; we require 1e-8.
         np.testing.assert_allclose(gcv, ref, rtol=1e-8)
@@ -152,14 +207,14 @@ def test_gcv_near_interpolation_p_less_than_n(monkeypatch, x_sparse, y_sparse):
     alphas = np.array([1e-8, 1e-4, 1.0, 1e4])
     ref, rss = _explicit(X, Y, alphas)
     args = (sp.csr_matrix(X) if x_sparse else X, sp.csr_matrix(Y) if y_sparse else Y, alphas)
-    _, _, chosen, gcv = _stats.ridge_cv(*args, inner="gcv", alpha_per_target=True)
+    _, _, chosen, gcv = _ridge.ridge_cv(*args, inner="gcv", alpha_per_target=True)
     np.testing.assert_allclose(gcv, ref, rtol=1e-5)
     np.testing.assert_array_equal(chosen, alphas[np.argmin(ref, axis=0)])
     # Without the recomputation (no budget for it) the score at α = 1e-8 is rounding
     # (observed 1.5e-14 against the true 1.6e-18), so the check above catches a plain
     # difference.
-    monkeypatch.setattr(_stats, "_GCV_EXACT_BUDGET", 0.0)
-    _, _, _, rough = _stats.ridge_cv(*args, inner="gcv", alpha_per_target=True)
+    monkeypatch.setattr(_ridge, "_GCV_EXACT_BUDGET", 0.0)
+    _, _, _, rough = _ridge.ridge_cv(*args, inner="gcv", alpha_per_target=True)
     assert np.all(rough >= 0)
     assert abs(rough[0, 0] - ref[0, 0]) > 0.5 * ref[0, 0]
     np.testing.assert_allclose(rough[:, 1], ref[:, 1], rtol=1e-8)  # the noisy target
@@ -198,8 +253,8 @@ def test_gcv_score_close_to_loo(n, p):
     # (observed ratios 0.99-1.01 at 600 × 20 and 0.95-1.02 at 200 × 40, where the
     # leverages spread more); we require 10%.
     Xs, Ys = A / A.std(0), B / B.std(0)
-    loo_mse = _stats.ridge_cv(Xs, Ys, ALPHAS, inner="loo", alpha_per_target=True)[3]
-    gcv = _stats.ridge_cv(Xs, Ys, ALPHAS, inner="gcv", alpha_per_target=True)[3]
+    loo_mse = _ridge.ridge_cv(Xs, Ys, ALPHAS, inner="loo", alpha_per_target=True)[3]
+    gcv = _ridge.ridge_cv(Xs, Ys, ALPHAS, inner="gcv", alpha_per_target=True)[3]
     np.testing.assert_allclose(gcv.min(axis=0), loo_mse.min(axis=0), rtol=0.1)
 
 
@@ -300,4 +355,4 @@ def test_unknown_inner_cv_is_a_one_line_error():
         msg = str(e.value)
         assert "auto, loo, gcv" in msg and "\n" not in msg and msg.endswith(")")
     with pytest.raises(spc.SparsecellError, match="choose one of: loo, gcv"):
-        _stats.ridge_cv(A, B, ALPHAS, inner="auto")
+        _ridge.ridge_cv(A, B, ALPHAS, inner="auto")

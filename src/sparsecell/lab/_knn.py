@@ -23,6 +23,12 @@ Brute-force search is one ``n × n × p`` matrix product plus a selection per ro
   expansion, as scikit-learn does for sparse input. A sparse matrix dense enough that the
   product is cheaper densified goes through the dense path.
 
+**On a torch device** (``dev``, a GPU): the dense path, with sparse input densified on
+the device, screening in float32 with TF32 off (CUDA tensor cores do not promise the
+IEEE float32 accumulation the bound assumes, so bfloat16 screening is CPU-only) and the
+exact float64 re-ranking there too; the same code runs on ``torch.device("cpu")`` in the
+tests.
+
 Ties (equal distances) are broken by the smaller sample index; a sample is never its own
 neighbour, even when it has exact duplicates. Metrics other than ``euclidean``,
 ``sqeuclidean`` and ``cosine`` (rows normalised, then euclidean) use
@@ -103,6 +109,7 @@ def knn_indices(
     *,
     precision: str = "auto",
     block_elems: int = 1 << 26,
+    dev: Any = None,
 ) -> np.ndarray:
     """Indices ``(n, k)`` of every sample's ``k`` nearest other samples, nearest first.
 
@@ -119,9 +126,13 @@ def knn_indices(
     precision
         Screening precision of the dense path: ``"auto"`` (bfloat16 where the CPU has
         native bf16, else float32; float64 up to 32 dimensions), ``"bfloat16"``,
-        ``"float32"`` or ``"float64"``. Never changes the result, only the speed.
+        ``"float32"`` or ``"float64"``. Never changes the result, only the speed. On a
+        CUDA device ``"auto"`` is float32 (float64 up to 32 dimensions), and bfloat16 is
+        refused.
     block_elems
         Largest number of screened distances held at once (memory ≈ 10 bytes each).
+    dev
+        A torch device to search on (see :mod:`._accel`); ``None``: this CPU.
 
     Returns
     -------
@@ -141,7 +152,14 @@ def knn_indices(
             return _sklearn_knn(X, k, metric)
         X = unit
     n, p = X.shape
-    if sp.issparse(X):
+    cuda = dev is not None and dev.type == "cuda"
+    if cuda and precision == "bfloat16":
+        raise SparsecellError(
+            "bfloat16 kNN screening is CPU-only (CUDA tensor cores do not promise the float32 "
+            "accumulation its exactness bound needs)",
+            "pass precision='auto' or 'float32' on a GPU",
+        )
+    if sp.issparse(X) and dev is None:
         counts = np.bincount(X.indices, minlength=p).astype(np.float64)
         if _SPARSE_COST * float(counts @ counts) < float(n) * n * p or n * p > 2**31:
             return _sparse_knn(X, k, block_elems)
@@ -150,8 +168,8 @@ def knn_indices(
         if p <= _FLOAT64_MAX_DIM:
             precision = "float64"
         else:
-            precision = "bfloat16" if native_bf16() else "float32"
-    return _dense_knn(X, k, precision, block_elems)
+            precision = "bfloat16" if native_bf16() and not cuda else "float32"
+    return _dense_knn(X, k, precision, block_elems, dev)
 
 
 def _sklearn_knn(X: Any, k: int, metric: str) -> np.ndarray:
@@ -197,13 +215,23 @@ def _select(
 # --------------------------------------------------------------------------- dense path
 
 
-def _dense_knn(X: np.ndarray, k: int, precision: str, block_elems: int) -> np.ndarray:
+def _dense_knn(
+    X: np.ndarray | sp.csr_matrix, k: int, precision: str, block_elems: int, dev: Any = None
+) -> np.ndarray:
     import torch
 
+    from .._device import exact_matmul
+    from . import _accel
+
+    dev = torch.device("cpu") if dev is None else dev
     n, p = X.shape
-    Xc = X - X.mean(axis=0)
-    nx = np.einsum("ij,ij->i", Xc, Xc)
-    scale = float(np.sqrt(nx.max()))
+    itemsize = {"bfloat16": 2, "float32": 4, "float64": 8}[precision]
+    # the samples and their centred copy (float64), the two augmented screening matrices
+    _accel.check_fits(16.0 * n * p + 2.0 * itemsize * n * (p + 2), dev, "the kNN search")
+    Xt = _accel.whole(X, dev, "the kNN search")
+    Xc = Xt - Xt.mean(dim=0)
+    nx = (Xc * Xc).sum(dim=1)
+    scale = float(nx.max().sqrt())
     out = np.empty((n, k), dtype=np.int64)
     if scale == 0.0:  # every sample equal: all distances tie, smaller index first
         base = np.arange(k + 1)
@@ -213,17 +241,18 @@ def _dense_knn(X: np.ndarray, k: int, precision: str, block_elems: int) -> np.nd
     Xc /= scale  # unit largest norm: no overflow or underflow in low precision
     nx /= scale**2
     b = int(max(1, min(n, block_elems // n)))
-    cache: dict[str, Any] = {"X": torch.from_numpy(X)}
-    for s0 in range(0, n, b):
-        rows = np.arange(s0, min(n, s0 + b))
-        prec = precision
-        while True:
-            got = _screen_block(Xc, nx, scale, rows, k, prec, cache, torch)
-            if got is not None or prec == "float64":
-                break
-            prec = _NEXT[prec]
-        assert got is not None  # float64 never gives up
-        out[rows] = got
+    cache: dict[str, Any] = {"X": Xt, "Xc": Xc, "nx": nx, "nx_np": _accel.numpy(nx)}
+    with exact_matmul() if dev.type == "cuda" else contextlib.nullcontext():
+        for s0 in range(0, n, b):
+            rows = np.arange(s0, min(n, s0 + b))
+            prec = precision
+            while True:
+                got = _screen_block(scale, rows, k, prec, cache, torch)
+                if got is not None or prec == "float64":
+                    break
+                prec = _NEXT[prec]
+            assert got is not None  # float64 never gives up
+            out[rows] = got
     return out
 
 
@@ -243,8 +272,6 @@ def _error_constants(precision: str, p: int) -> tuple[float, float]:
 
 
 def _screen_block(
-    Xc: np.ndarray,
-    nx: np.ndarray,
     scale: float,
     rows: np.ndarray,
     k: int,
@@ -264,51 +291,54 @@ def _screen_block(
     row are measured exactly (float64 differences of the input rows); the ``k``-th
     smallest of those, ``U_i``, bounds the ``k``-th nearest distance from above, and every
     ``j`` with ``L̃_ij > U_i`` is farther than it. When the ``K'``-th smallest ``L̃`` is
-    itself ``≤ U_i`` (rare), the row is compared in full.
+    itself ``≤ U_i`` (rare), the row is compared in full. ``cache`` holds the float64
+    samples ``X``, the centred, scaled ``Xc``, their squared norms ``nx`` (tensors on one
+    device) and ``nx_np`` (numpy), and the augmented rows of every precision used so far.
     """
+    Xc, nx, nx_np, X = cache["Xc"], cache["nx"], cache["nx_np"], cache["X"]
     n, p = Xc.shape
+    dev = Xc.device
     name = _PRECISIONS[precision][0]
     kappa, tau = _error_constants(precision, p)
-    if precision not in cache:
+    if precision not in cache:  # rounded once from float64 to the screening dtype
         dt = getattr(torch, name)
-        s = np.sqrt(nx)
-        left = np.empty((n, p + 2))
+        s = nx.sqrt()
+        left = torch.empty((n, p + 2), dtype=dt, device=dev)
         left[:, :p] = Xc
         left[:, p] = 1.0
         left[:, p + 1] = np.sqrt(kappa) * s
-        right = np.empty((n, p + 2))
-        right[:, :p] = -2.0 * Xc
+        right = torch.empty((n, p + 2), dtype=dt, device=dev)
+        right[:, :p] = Xc
+        right[:, :p] *= -2.0  # exact in any binary floating-point format
         right[:, p] = (1.0 - tau) * nx
         right[:, p + 1] = -np.sqrt(kappa) * s
-        cache[precision] = (torch.from_numpy(left).to(dt), torch.from_numpy(right).to(dt))
-        del left, right
+        cache[precision] = (left, right)
     left, right = cache[precision]
-    X = cache["X"]
     b = len(rows)
-    ridx = torch.from_numpy(rows)
+    ridx = torch.from_numpy(rows).to(dev)
     L = torch.mm(left[ridx], right.T)
-    L[torch.arange(b), ridx] = torch.inf
+    L[torch.arange(b, device=dev), ridx] = torch.inf
     wide = min(n - 1, max(_SCREEN_WIDTH, 4 * k))
     vals, near = torch.topk(L, wide, dim=1, largest=False, sorted=True)
-    near = near.numpy()
+    near = near.cpu().numpy()
     d = _exact_rows(X, rows, near)
     order = np.lexsort((near, d))  # per row: by distance, then index
     best = np.take_along_axis(near, order[:, :k], axis=1)
     # U_i in the units of L (scaled, row constant dropped), plus a float64 rounding margin
-    upper = np.take_along_axis(d, order[:, k - 1 : k], axis=1)[:, 0] / scale**2 - nx[rows]
-    upper += 1e-12 * (np.abs(upper) + nx[rows] + 1.0)
+    upper = np.take_along_axis(d, order[:, k - 1 : k], axis=1)[:, 0] / scale**2 - nx_np[rows]
+    upper += 1e-12 * (np.abs(upper) + nx_np[rows] + 1.0)
     if wide == n - 1:  # the screened list already holds every other sample
         return best
     # compare in the product's dtype: round the bound up (one dtype step is < 2^-7 |U|)
-    up = torch.from_numpy(upper + np.abs(upper) * 2.0**-7 + 1e-30).to(L.dtype)[:, None]
+    up = torch.from_numpy(upper + np.abs(upper) * 2.0**-7 + 1e-30).to(dev, L.dtype)[:, None]
     full = torch.nonzero(vals[:, -1:] <= up, as_tuple=True)[0]
     if len(full):
         r_loc, cols = torch.nonzero(L[full] <= up[full], as_tuple=True)
         if precision != "float64" and len(cols) > _MAX_SURVIVOR_FRACTION * b * n:
             return None
-        r_loc = r_loc.numpy().astype(np.int64)
-        cols = cols.numpy().astype(np.int64)
-        fr = full.numpy()
+        r_loc = r_loc.cpu().numpy().astype(np.int64)
+        cols = cols.cpu().numpy().astype(np.int64)
+        fr = full.cpu().numpy()
         dd = _exact_rows(X, rows[fr][r_loc], cols[:, None])[:, 0]
         best[fr] = _select(r_loc, cols, dd, len(fr), k)
     return best
@@ -317,19 +347,23 @@ def _screen_block(
 def _exact_rows(X: Any, rows: np.ndarray, cols: np.ndarray, chunk_elems: int = 1 << 20) -> Any:
     """``‖X[rows[i]] − X[cols[i, m]]‖²`` (float64 differences), a ``cols``-shaped array.
 
-    Chunks of about ``chunk_elems`` gathered values (8 MiB) stay in cache; ``index_select``
-    gathers rows an order of magnitude faster than advanced indexing here.
+    ``X`` is a float64 tensor on any device. On the CPU, chunks of about ``chunk_elems``
+    gathered values (8 MiB) stay in cache; ``index_select`` gathers rows an order of
+    magnitude faster than advanced indexing here. On a GPU the chunks are 16× larger.
     """
     import torch
 
+    dev = X.device
+    if dev.type != "cpu":
+        chunk_elems *= 16
     w, p = cols.shape[1], X.shape[1]
     out = np.empty(cols.shape)
     c = max(1, chunk_elems // max(1, w * p))
     for s in range(0, len(rows), c):
-        cc = torch.from_numpy(np.ascontiguousarray(cols[s : s + c]).ravel())
+        cc = torch.from_numpy(np.ascontiguousarray(cols[s : s + c]).ravel()).to(dev)
         G = torch.index_select(X, 0, cc).view(-1, w, p)
-        G -= torch.index_select(X, 0, torch.from_numpy(rows[s : s + c]))[:, None]
-        out[s : s + c] = (G * G).sum(-1).numpy()
+        G -= torch.index_select(X, 0, torch.from_numpy(rows[s : s + c]).to(dev))[:, None]
+        out[s : s + c] = (G * G).sum(-1).cpu().numpy()
     return out
 
 
@@ -473,6 +507,7 @@ def neighbour_ranks(
     metric: str = "euclidean",
     *,
     block_elems: int = 1 << 25,
+    dev: Any = None,
 ) -> np.ndarray:
     """Rank of ``nbr[i, m]`` among sample ``i``'s neighbours in ``R`` (1 = nearest).
 
@@ -485,9 +520,13 @@ def neighbour_ranks(
     centred points, with a rounding bound; the thresholds, and every distance within the
     bound of one, are recomputed exactly as squared differences (exact ties stay ties).
     Other metrics and sparse ``R``: :func:`sklearn.metrics.pairwise_distances` blocks of
-    at most ``block_elems`` entries.
+    at most ``block_elems`` entries. On a torch device ``dev`` (euclidean distances; a
+    sparse ``R`` is densified there) see :func:`_device_ranks`.
     """
     import torch
+
+    if dev is not None and metric in ("euclidean", "sqeuclidean"):
+        return _device_ranks(R, nbr, dev, block_elems)
 
     n, p = R.shape
     out = np.empty(nbr.shape, dtype=np.int64)
@@ -515,4 +554,54 @@ def neighbour_ranks(
 
                 D = pairwise_distances(R[s0:e], R, metric=metric)
                 count_ranks(D, dummy, zeros, zeros, False, s0, nbr, out)
+    return out
+
+
+def _device_ranks(
+    R: np.ndarray | sp.csr_matrix, nbr: np.ndarray, dev: Any, block_elems: int
+) -> np.ndarray:
+    """:func:`neighbour_ranks` for euclidean distances on a torch device.
+
+    The same bound and exact re-check as the CPU kernel, arranged for a GPU: each row
+    block of ``‖x_q‖² − 2 x_i·x_q`` (one float64 product of the centred points) is sorted
+    once, and the counts below and up to each threshold's rounding band are two
+    ``searchsorted`` calls. Only a threshold whose band holds another sample besides the
+    neighbour itself (rare: ties, duplicates) is settled one by one with exact squared
+    differences.
+    """
+    import torch
+
+    from . import _accel
+
+    n, p = R.shape
+    X = _accel.whole(R, dev, "the reference distances")
+    Xc = X - X.mean(dim=0)
+    nxc = (Xc * Xc).sum(dim=1)
+    tol = (4.0 * (p + 4) * 2.0**-53) * (nxc + nxc.max()) + 1e-300
+    out = np.empty(nbr.shape, dtype=np.int64)
+    b = int(max(1, min(n, block_elems // n)))
+    for s0 in range(0, n, b):
+        e = min(n, s0 + b)
+        rows = np.arange(s0, e)
+        local = torch.arange(e - s0, device=dev)
+        D = torch.addmm(nxc[None, :], Xc[s0:e], Xc.T, alpha=-2.0)
+        D[local, local + s0] = torch.inf
+        t = torch.from_numpy(_exact_rows(X, rows, nbr[s0:e])).to(dev)
+        below = t - (nxc[s0:e] + tol[s0:e])[:, None]
+        above = t - (nxc[s0:e] - tol[s0:e])[:, None]
+        Ds = torch.sort(D, dim=1).values
+        lo = torch.searchsorted(Ds, below)  # samples surely closer than the neighbour
+        hi = torch.searchsorted(Ds, above, right=True)
+        del Ds
+        rank = _accel.numpy(lo) + 1
+        for bi, m in _accel.numpy(torch.nonzero(hi - lo > 1)):
+            j = int(nbr[s0 + bi, m])
+            band = torch.nonzero((D[bi] >= below[bi, m]) & (D[bi] <= above[bi, m]))[:, 0]
+            band = _accel.numpy(band[band != j])
+            # the same summation as the threshold's, so exact ties compare equal
+            dq = _exact_rows(X, np.array([s0 + bi]), band[None, :])[0]
+            tj = float(t[bi, m])
+            closer = int(np.sum(dq < tj)) + int(np.sum((dq == tj) & (band < j)))
+            rank[bi, m] += closer
+        out[s0:e] = rank
     return out

@@ -9,7 +9,10 @@ the training folds of a seeded K-fold split over samples and scored on the held-
 The other metrics fit nothing and are computed once on all samples.
 
 Every function accepts dense numpy arrays, ``scipy.sparse`` matrices (kept sparse: column
-statistics and unit correlations come from sparse products) and torch tensors.
+statistics and unit correlations come from sparse products) and torch tensors. Every
+metric takes ``device=``: ``None`` (default) computes on this CPU; a GPU (``"cuda"``,
+``"auto"``) runs the unit products, Gram matrices, decompositions and neighbour searches
+there, in float64 (see :mod:`sparsecell.lab._accel`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import SparsecellError
+from . import _accel, _ridge
 from . import _stats as st
 
 #: Alignment metrics fitted with cross-validation over samples.
@@ -172,16 +176,24 @@ def _held_out_correlations(
     coef: np.ndarray,
     intercept: np.ndarray,
     block_elems: int = 1_000_000,
+    dev: Any = None,
 ) -> np.ndarray:
     """Per target, the correlation of held-out predictions with held-out values, in
     blocks of target columns (``n_test × block`` at most ``block_elems`` entries; only
-    ``Bte[:, block]`` is densified)."""
+    ``Bte[:, block]`` is densified). With a torch device ``dev`` the predictions are
+    made there (``Ate`` moved once)."""
     n_te, q = Bte.shape
     b = max(1, block_elems // max(n_te, 1))
     r = np.empty(q)
+    if dev is not None:
+        Ad = _accel.whole(Ate, dev, "the held-out samples")
+        Wd = _accel.rows(coef, 0, coef.shape[0], dev)
     for s in range(0, q, b):
         e = min(q, s + b)
-        pred = np.asarray(Ate @ coef[:, s:e]) + intercept[s:e]
+        if dev is None:
+            pred = np.asarray(Ate @ coef[:, s:e]) + intercept[s:e]
+        else:
+            pred = _accel.numpy(Ad @ Wd[:, s:e]) + intercept[s:e]
         Y = Bte[:, s:e]
         r[s:e] = _paired_correlations(pred, Y.toarray() if sp.issparse(Y) else Y)
     return r
@@ -190,7 +202,7 @@ def _held_out_correlations(
 # --------------------------------------------------------------------------- mapping metrics
 
 
-def unit_correlations(A: Any, B: Any) -> np.ndarray:
+def unit_correlations(A: Any, B: Any, *, device: Any = None) -> np.ndarray:
     """Pearson correlation of every unit of ``A`` with every unit of ``B``.
 
     Parameters
@@ -198,6 +210,10 @@ def unit_correlations(A: Any, B: Any) -> np.ndarray:
     A, B
         ``(n, p)`` and ``(n, q)`` representations of the same ``n`` samples (dense,
         scipy.sparse or torch).
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result up to rounding (``docs/lab.md``, "GPU").
 
     Returns
     -------
@@ -205,13 +221,16 @@ def unit_correlations(A: Any, B: Any) -> np.ndarray:
         ``(p, q)`` matrix; pairs involving a constant column are 0. Nothing larger than
         ``p × q`` is materialised (columns are standardised implicitly, one product).
     """
+    dev = _accel.lab_device(device)
     A = st.as_matrix(A, "A")
     B = st.as_matrix(B, "B")
     st.check_same_n(A, B, "A", "B")
-    return st.correlations(A, B)
+    return st.correlations(A, B, dev)
 
 
-def semi_matching(A: Any, B: Any, *, folds: int = 5, seed: int = 0) -> AlignmentResult:
+def semi_matching(
+    A: Any, B: Any, *, folds: int = 5, seed: int = 0, device: Any = None
+) -> AlignmentResult:
     """Semi-matching score: each unit of ``B`` is matched to its best unit of ``A``.
 
     On the training folds every target unit ``j`` (column of ``B``) takes the source unit
@@ -226,6 +245,10 @@ def semi_matching(A: Any, B: Any, *, folds: int = 5, seed: int = 0) -> Alignment
         Number of cross-validation folds over samples.
     seed
         Seed of the (shuffled) fold split.
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result up to rounding (``docs/lab.md``, "GPU").
 
     Returns
     -------
@@ -233,16 +256,19 @@ def semi_matching(A: Any, B: Any, *, folds: int = 5, seed: int = 0) -> Alignment
         Mean and per-fold held-out scores, in ``[-1, 1]``; 1 when ``B`` is a
         unit-permutation (or positive per-unit rescaling) of ``A``.
     """
+    dev = _accel.lab_device(device)
     A, B = _prepare(A, B)
     per = []
     for tr, te in _splits(A.shape[0], folds, seed):
-        best = np.argmax(st.correlations(A[tr], B[tr]), axis=0)
-        c_te = st.correlations(A[te], B[te])
+        best = np.argmax(st.correlations(A[tr], B[tr], dev), axis=0)
+        c_te = st.correlations(A[te], B[te], dev)
         per.append(float(np.mean(c_te[best, np.arange(B.shape[1])])))
     return _result("semi_matching", per, A, B, folds, seed)
 
 
-def soft_matching(A: Any, B: Any, *, folds: int = 5, seed: int = 0) -> AlignmentResult:
+def soft_matching(
+    A: Any, B: Any, *, folds: int = 5, seed: int = 0, device: Any = None
+) -> AlignmentResult:
     """Soft-matching score: an exact optimal transport plan between the units.
 
     On the training folds the plan ``P`` (``p × q``, rows summing to ``1/p``, columns to
@@ -263,17 +289,22 @@ def soft_matching(A: Any, B: Any, *, folds: int = 5, seed: int = 0) -> Alignment
         Number of cross-validation folds over samples.
     seed
         Seed of the (shuffled) fold split.
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result up to rounding (``docs/lab.md``, "GPU").
 
     Returns
     -------
     AlignmentResult
         Mean and per-fold held-out scores, in ``[-1, 1]``.
     """
+    dev = _accel.lab_device(device)
     A, B = _prepare(A, B)
     per = []
     for tr, te in _splits(A.shape[0], folds, seed):
-        plan = st.transport_plan(st.correlations(A[tr], B[tr]))
-        per.append(float(np.sum(plan * st.correlations(A[te], B[te]))))
+        plan = st.transport_plan(st.correlations(A[tr], B[tr], dev))
+        per.append(float(np.sum(plan * st.correlations(A[te], B[te], dev))))
     return _result("soft_matching", per, A, B, folds, seed)
 
 
@@ -287,6 +318,7 @@ def ridge(
     standardize: bool = True,
     alpha_per_target: bool = False,
     inner_cv: str = "auto",
+    device: Any = None,
 ) -> AlignmentResult:
     """Linear predictivity: ridge regression from ``A`` to ``B``, scored by correlation.
 
@@ -331,6 +363,10 @@ def ridge(
         ``"auto"``: LOO while its cost per fold, ``n_train · min(n_train, p) · q ·
         n_alphas`` multiply-adds, is at most :data:`RIDGE_LOO_BUDGET` (5e11: e.g. 100k
         samples × 512 units), GCV above it (e.g. 10k samples × 8192 SAE latents).
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result up to rounding (``docs/lab.md``, "GPU").
 
     Returns
     -------
@@ -347,6 +383,7 @@ def ridge(
     """
     if inner_cv not in RIDGE_INNER_CV:  # before any work
         raise st.unknown("ridge inner_cv", str(inner_cv), list(RIDGE_INNER_CV))
+    dev = _accel.lab_device(device)
     A, B = _prepare(A, B)
     alphas = RIDGE_ALPHAS if alphas is None else np.asarray(alphas, dtype=float).ravel()
     splits = _splits(A.shape[0], folds, seed)
@@ -362,11 +399,12 @@ def ridge(
             sb = np.where(st.live_mask(sb, rb), sb, 1.0)
             Atr, Ate = _unit_scale(Atr, sa), _unit_scale(Ate, sa)
             Btr, Bte = _unit_scale(Btr, sb), _unit_scale(Bte, sb)
-        coef, intercept, _, _ = st.ridge_cv(
-            Atr, Btr, alphas, inner=mode, alpha_per_target=alpha_per_target
+        coef, intercept, _, _ = _ridge.ridge_cv(
+            Atr, Btr, alphas, inner=mode, alpha_per_target=alpha_per_target, dev=dev
         )
         del Atr, Btr
-        per.append(float(np.mean(_held_out_correlations(Ate, Bte, coef, intercept))))
+        r = _held_out_correlations(Ate, Bte, coef, intercept, dev=dev)
+        per.append(float(np.mean(r)))
     return _result(
         "ridge",
         per,
@@ -383,7 +421,7 @@ def ridge(
 # --------------------------------------------------------------------------- similarity metrics
 
 
-def cka(A: Any, B: Any, *, debiased: bool = False) -> float:
+def cka(A: Any, B: Any, *, debiased: bool = False, device: Any = None) -> float:
     """Linear centred kernel alignment (Kornblith et al. 2019).
 
     ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear kernels ``K = A_c A_cᵀ``
@@ -402,19 +440,24 @@ def cka(A: Any, B: Any, *, debiased: bool = False) -> float:
         debiased).
     debiased
         Use the unbiased HSIC estimator.
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result up to rounding (``docs/lab.md``, "GPU").
 
     Returns
     -------
     float
         In ``[0, 1]`` (biased); the debiased value can be slightly negative.
     """
+    dev = _accel.lab_device(device)
     A, B = _prepare(A, B)
     n = A.shape[0]
     ma = st.column_stats(A)[0]
     mb = st.column_stats(B)[0]
-    cross_sq = float(np.sum(st.centered_cross(A, B, ma, mb) ** 2))
-    aa = st.gram_frob_sq(A, ma)
-    bb = st.gram_frob_sq(B, mb)
+    cross_sq = float(np.sum(st.centered_cross(A, B, ma, mb, dev) ** 2))
+    aa = st.gram_frob_sq(A, ma, dev=dev)
+    bb = st.gram_frob_sq(B, mb, dev=dev)
     if not debiased:
         return float(cross_sq / np.sqrt(aa * bb))
     if n < 4:
@@ -441,11 +484,17 @@ def cka(A: Any, B: Any, *, debiased: bool = False) -> float:
     return float(hab / np.sqrt(haa * hbb))
 
 
-def _row_correlation_distances(X: st.Matrix) -> np.ndarray:
+def _row_correlation_distances(X: st.Matrix, dev: Any = None) -> np.ndarray:
     """Upper triangle of the correlation-distance RDM ``1 - r(x_i, x_j)`` (0 for constant
-    rows' correlations, i.e. distance 1)."""
+    rows' correlations, i.e. distance 1); the ``n × n`` product on ``dev`` when given."""
     n, p = X.shape
-    if sp.issparse(X):
+    if dev is not None:
+        Xd = _accel.whole(X, dev, "the RDM samples")
+        Xc = Xd - Xd.mean(dim=1, keepdim=True)
+        G = _accel.numpy(Xc @ Xc.T / p)
+        rms = _accel.numpy((Xd * Xd).mean(dim=1).sqrt())
+        del Xd, Xc
+    elif sp.issparse(X):
         m = np.asarray(X.mean(axis=1)).ravel()
         G = np.asarray((X @ X.T).toarray()) / p - np.outer(m, m)
         rms = np.sqrt(np.asarray(X.multiply(X).mean(axis=1)).ravel())
@@ -471,6 +520,7 @@ def rsa(
     method: Literal["spearman", "pearson"] = "spearman",
     max_samples: int | None = 3000,
     seed: int = 0,
+    device: Any = None,
 ) -> float:
     """Representational similarity analysis (Kriegeskorte et al. 2008).
 
@@ -494,6 +544,10 @@ def rsa(
         Largest number of samples used (``None``: all).
     seed
         Seed of the subsample.
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result up to rounding (``docs/lab.md``, "GPU").
 
     Returns
     -------
@@ -504,6 +558,7 @@ def rsa(
 
     if method not in ("spearman", "pearson"):
         raise st.unknown("RSA method", method, ["spearman", "pearson"])
+    dev = _accel.lab_device(device)
     A, B = _prepare(A, B)
     n = A.shape[0]
     if n < 3:
@@ -511,8 +566,8 @@ def rsa(
     if max_samples is not None and n > max_samples:
         idx = np.sort(np.random.default_rng(seed).choice(n, size=int(max_samples), replace=False))
         A, B = A[idx], B[idx]
-    da = _row_correlation_distances(A)
-    db = _row_correlation_distances(B)
+    da = _row_correlation_distances(A, dev)
+    db = _row_correlation_distances(B, dev)
     if method == "spearman":
         # Distances equal up to rounding (sparse rows often tie exactly) rank as ties, so
         # the result does not depend on the order of floating-point operations.
@@ -527,7 +582,7 @@ def rsa(
     return float(np.clip(np.sum(da * db) / den, -1.0, 1.0))
 
 
-def procrustes(A: Any, B: Any) -> float:
+def procrustes(A: Any, B: Any, *, device: Any = None) -> float:
     """Orthogonal Procrustes similarity (Williams et al. 2021, generalised shape metrics).
 
     After centring columns and scaling each representation to unit Frobenius norm (the
@@ -540,23 +595,33 @@ def procrustes(A: Any, B: Any) -> float:
     ----------
     A, B
         ``(n, p)`` and ``(n, q)`` representations of the same samples.
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result up to rounding (``docs/lab.md``, "GPU").
 
     Returns
     -------
     float
         In ``[0, 1]``; 1 when ``B`` is a rotated, scaled, shifted copy of ``A``.
     """
+    dev = _accel.lab_device(device)
     A, B = _prepare(A, B)
     n = A.shape[0]
     ma, sa, _ = st.column_stats(A)
     mb, sb, _ = st.column_stats(B)
-    s = np.linalg.svd(st.centered_cross(A, B, ma, mb), compute_uv=False)
+    if dev is None:
+        s = np.linalg.svd(st.centered_cross(A, B, ma, mb), compute_uv=False)
+    else:
+        import torch
+
+        s = _accel.numpy(torch.linalg.svdvals(_accel.cross(A, B, ma, mb, dev)))
     den = n * np.sqrt(np.sum(sa**2) * np.sum(sb**2))
     return float(np.clip(s.sum() / den, 0.0, 1.0))
 
 
 def procrustes_distance(
-    A: Any, B: Any, *, kind: Literal["angular", "euclidean"] = "angular"
+    A: Any, B: Any, *, kind: Literal["angular", "euclidean"] = "angular", device: Any = None
 ) -> float:
     """Orthogonal Procrustes shape distance (a metric on representations).
 
@@ -570,6 +635,10 @@ def procrustes_distance(
         ``(n, p)`` and ``(n, q)`` representations of the same samples.
     kind
         ``"angular"`` or ``"euclidean"``.
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result up to rounding (``docs/lab.md``, "GPU").
 
     Returns
     -------
@@ -578,13 +647,15 @@ def procrustes_distance(
     """
     if kind not in ("angular", "euclidean"):
         raise st.unknown("Procrustes distance kind", kind, ["angular", "euclidean"])
-    sim = procrustes(A, B)
+    sim = procrustes(A, B, device=device)
     if kind == "angular":
         return float(np.arccos(sim))
     return float(np.sqrt(max(2.0 - 2.0 * sim, 0.0)))
 
 
-def mutual_knn(A: Any, B: Any, *, k: int = 10, metric: str = "euclidean") -> float:
+def mutual_knn(
+    A: Any, B: Any, *, k: int = 10, metric: str = "euclidean", device: Any = None
+) -> float:
     """Mutual nearest-neighbour overlap (Huh et al. 2024, the Platonic representation).
 
     For each sample, the fraction of its ``k`` nearest neighbours in ``A`` that are also
@@ -601,15 +672,21 @@ def mutual_knn(A: Any, B: Any, *, k: int = 10, metric: str = "euclidean") -> flo
         Neighbourhood size (``k < n``).
     metric
         Distance for the neighbour search (any sklearn metric, e.g. ``"cosine"``).
+    device
+        ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
+        when one is visible): the heavy products run there in float64, equal to the CPU
+        result (the same neighbours) (``docs/lab.md``, "GPU").
+        Metrics other than euclidean and cosine search on the CPU.
 
     Returns
     -------
     float
         In ``[0, 1]``; about ``k / (n - 1)`` for unrelated representations.
     """
+    dev = _accel.lab_device(device)
     A, B = _prepare(A, B)
-    ia = st.knn_indices(A, k, metric)
-    ib = st.knn_indices(B, k, metric)
+    ia = st.knn_indices(A, k, metric, dev)
+    ib = st.knn_indices(B, k, metric, dev)
     return float(np.mean(st.set_overlap(ia, ib)) / k)
 
 
@@ -622,6 +699,7 @@ def alignment(
     metric: str = "semi_matching",
     folds: int = 5,
     seed: int = 0,
+    device: Any = None,
     **kwargs: Any,
 ) -> AlignmentResult:
     """Alignment of representation ``A`` (n × p) with ``B`` (n × q) by one metric.
@@ -639,6 +717,9 @@ def alignment(
         Number of cross-validation folds (cross-validated metrics only).
     seed
         Seed of the fold split and of any subsampling.
+    device
+        ``None`` (this CPU) or a GPU (``"cuda"``, ``"auto"``) for the heavy products;
+        same result up to float64 rounding.
     **kwargs
         Passed to the metric's function (e.g. ``k`` for ``mutual_knn``, ``method`` for
         ``rsa``, ``alphas`` for ``ridge``).
@@ -659,22 +740,23 @@ def alignment(
     if metric not in METRICS:
         raise st.unknown("alignment metric", str(metric), list(METRICS))
     if metric == "semi_matching":
-        return semi_matching(A, B, folds=folds, seed=seed, **kwargs)
+        return semi_matching(A, B, folds=folds, seed=seed, device=device, **kwargs)
     if metric == "soft_matching":
-        return soft_matching(A, B, folds=folds, seed=seed, **kwargs)
+        return soft_matching(A, B, folds=folds, seed=seed, device=device, **kwargs)
     if metric == "ridge":
-        return ridge(A, B, folds=folds, seed=seed, **kwargs)
+        return ridge(A, B, folds=folds, seed=seed, device=device, **kwargs)
+    _accel.lab_device(device)  # a missing GPU is an error before any work
     Ap, Bp = _prepare(A, B)
     if metric == "cka":
-        score = cka(Ap, Bp, **kwargs)
+        score = cka(Ap, Bp, device=device, **kwargs)
     elif metric == "cka_debiased":
-        score = cka(Ap, Bp, debiased=True, **kwargs)
+        score = cka(Ap, Bp, debiased=True, device=device, **kwargs)
     elif metric == "rsa":
-        score = rsa(Ap, Bp, seed=seed, **kwargs)
+        score = rsa(Ap, Bp, seed=seed, device=device, **kwargs)
     elif metric == "procrustes":
-        score = procrustes(Ap, Bp, **kwargs)
+        score = procrustes(Ap, Bp, device=device, **kwargs)
     else:
-        score = mutual_knn(Ap, Bp, **kwargs)
+        score = mutual_knn(Ap, Bp, device=device, **kwargs)
     return AlignmentResult(
         score=float(score),
         per_fold=np.empty(0),

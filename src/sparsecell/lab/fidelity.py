@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import SparsecellError
-from . import _knn
+from . import _accel, _knn
 from . import _stats as st
 
 #: Fidelity metrics understood by :func:`fidelity`.
@@ -82,7 +82,9 @@ def _embedding_and_semantic(E: Any, s: Any) -> tuple[st.Matrix, np.ndarray]:
     return E, s
 
 
-def knn_ratio(E: Any, semantic: Any, *, k: int = 10, metric: str = "euclidean") -> float:
+def knn_ratio(
+    E: Any, semantic: Any, *, k: int = 10, metric: str = "euclidean", device: Any = None
+) -> float:
     """Local kNN ratio: how much a semantic variable varies within neighbourhoods.
 
     ``ratio = mean_i std({s_j : j ∈ N_k(i)}) / std(s)``, where ``N_k(i)`` are the ``k``
@@ -101,21 +103,27 @@ def knn_ratio(E: Any, semantic: Any, *, k: int = 10, metric: str = "euclidean") 
         Neighbourhood size (``2 ≤ k < n``).
     metric
         Distance for the neighbour search.
+    device
+        ``None`` or ``"cpu"``: this CPU; ``"cuda"``, ``"cuda:N"`` or ``"auto"``: the
+        neighbour search runs on the GPU (the same neighbours; ``docs/lab.md``, "GPU").
 
     Returns
     -------
     float
         Non-negative; about 1 for an unrelated variable.
     """
+    dev = _accel.lab_device(device)
     E, s = _embedding_and_semantic(E, semantic)
     if k < 2:
         raise SparsecellError(f"knn_ratio needs k >= 2, got {k}", "pass e.g. k=10")
-    idx = st.knn_indices(E, k, metric)
+    idx = st.knn_indices(E, k, metric, dev)
     local = np.std(s[idx], axis=1, ddof=1)
     return float(np.mean(local) / np.std(s, ddof=1))
 
 
-def morans_i(E: Any, semantic: Any, *, k: int = 10, metric: str = "euclidean") -> float:
+def morans_i(
+    E: Any, semantic: Any, *, k: int = 10, metric: str = "euclidean", device: Any = None
+) -> float:
     """Moran's I of a semantic variable on the kNN graph of an embedding.
 
     ``I = (n / S0) Σ_ij w_ij z_i z_j / Σ_i z_i²`` with ``z = s - mean(s)``, on the directed
@@ -134,14 +142,18 @@ def morans_i(E: Any, semantic: Any, *, k: int = 10, metric: str = "euclidean") -
         Number of neighbours (``k < n``).
     metric
         Distance for the neighbour search.
+    device
+        ``None`` or ``"cpu"``: this CPU; ``"cuda"``, ``"cuda:N"`` or ``"auto"``: the
+        neighbour search runs on the GPU (the same neighbours; ``docs/lab.md``, "GPU").
 
     Returns
     -------
     float
         In about ``[-1, 1]``.
     """
+    dev = _accel.lab_device(device)
     E, s = _embedding_and_semantic(E, semantic)
-    idx = st.knn_indices(E, k, metric)
+    idx = st.knn_indices(E, k, metric, dev)
     z = s - s.mean()
     lag = z[idx].mean(axis=1)
     return float(np.sum(z * lag) / np.sum(z**2))
@@ -221,7 +233,9 @@ def _embedding_and_reference(E: Any, reference: Any) -> tuple[st.Matrix, st.Matr
     return E, R
 
 
-def knn_overlap(E: Any, reference: Any, *, k: int = 10, metric: str = "euclidean") -> float:
+def knn_overlap(
+    E: Any, reference: Any, *, k: int = 10, metric: str = "euclidean", device: Any = None
+) -> float:
     """Neighbourhood preservation: mean fraction of shared ``k`` nearest neighbours.
 
     ``mean_i |N_k^E(i) ∩ N_k^R(i)| / k`` between the embedding ``E`` and a ground-truth
@@ -237,16 +251,20 @@ def knn_overlap(E: Any, reference: Any, *, k: int = 10, metric: str = "euclidean
         Neighbourhood size (``k < n``).
     metric
         Distance used in both spaces.
+    device
+        ``None`` or ``"cpu"``: this CPU; ``"cuda"``, ``"cuda:N"`` or ``"auto"``: the
+        neighbour search runs on the GPU (the same neighbours; ``docs/lab.md``, "GPU").
 
     Returns
     -------
     float
         In ``[0, 1]``; about ``k / (n - 1)`` by chance.
     """
+    dev = _accel.lab_device(device)
     E, R = _embedding_and_reference(E, reference)
-    return float(
-        np.mean(st.set_overlap(st.knn_indices(E, k, metric), st.knn_indices(R, k, metric))) / k
-    )
+    ie = st.knn_indices(E, k, metric, dev)
+    ir = st.knn_indices(R, k, metric, dev)
+    return float(np.mean(st.set_overlap(ie, ir)) / k)
 
 
 def trustworthiness(
@@ -256,6 +274,7 @@ def trustworthiness(
     k: int = 10,
     metric: str = "euclidean",
     block_elems: int = 20_000_000,
+    device: Any = None,
 ) -> float:
     """Trustworthiness of an embedding against a ground-truth space (Venna & Kaski 2001).
 
@@ -279,12 +298,17 @@ def trustworthiness(
         Distance used in both spaces.
     block_elems
         Largest number of reference distances held at once.
+    device
+        ``None`` or ``"cpu"``: this CPU; ``"cuda"``, ``"cuda:N"`` or ``"auto"``: the
+        neighbour search and the rank counts (euclidean) run on the GPU, same value
+        (``docs/lab.md``, "GPU").
 
     Returns
     -------
     float
         In ``[0, 1]``; 1 when every embedding neighbour is a reference neighbour.
     """
+    dev = _accel.lab_device(device)
     E, R = _embedding_and_reference(E, reference)
     n = E.shape[0]
     if not isinstance(k, int | np.integer) or k < 1 or k >= n / 2:
@@ -292,13 +316,13 @@ def trustworthiness(
             f"trustworthiness needs 1 <= k < n/2 = {n / 2:g}, got k={k!r}",
             "pass a smaller k or more samples",
         )
-    nbr = st.knn_indices(E, k, metric)
-    rank = _knn.neighbour_ranks(R, nbr, metric, block_elems=block_elems)
+    nbr = st.knn_indices(E, k, metric, dev)
+    rank = _knn.neighbour_ranks(R, nbr, metric, block_elems=block_elems, dev=dev)
     penalty = float(np.maximum(rank - k, 0).sum())
     return float(1.0 - penalty * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
 
 
-def effective_rank(E: Any, *, center: bool = True) -> float:
+def effective_rank(E: Any, *, center: bool = True, device: Any = None) -> float:
     """Effective rank (Roy & Vetterli 2007): ``exp(H(p))`` with ``p_i = σ_i / Σ_j σ_j``.
 
     ``σ`` are the singular values of ``E`` (column-centred by default) and ``H`` the
@@ -311,14 +335,18 @@ def effective_rank(E: Any, *, center: bool = True) -> float:
         ``(n, d)`` embedding (the smaller Gram matrix, ``d × d`` or ``n × n``, is formed).
     center
         Centre the columns first (PCA convention).
+    device
+        ``None`` or ``"cpu"``: this CPU; a GPU (``"cuda"``, ``"auto"``) forms and
+        decomposes the Gram matrix there in float64.
 
     Returns
     -------
     float
         The effective rank.
     """
+    dev = _accel.lab_device(device)
     E = st.as_matrix(E, "E")
-    sig = np.sqrt(st.centered_singular_values_sq(E, center=center))
+    sig = np.sqrt(st.centered_singular_values_sq(E, center=center, dev=dev))
     total = sig.sum()
     if total <= 0:
         raise SparsecellError(
@@ -334,6 +362,7 @@ def fidelity(
     metric: str = "knn_ratio",
     k: int = 10,
     seed: int = 0,
+    device: Any = None,
     **kwargs: Any,
 ) -> FidelityResult:
     """Geometric fidelity of an embedding ``E`` by one metric.
@@ -353,6 +382,10 @@ def fidelity(
         Neighbourhood size for the kNN metrics.
     seed
         Seed for ``ridge_r2``'s folds and PCA.
+    device
+        ``None`` (this CPU) or a GPU (``"cuda"``, ``"auto"``) for the neighbour searches,
+        rank counts and Gram matrices; same result. ``ridge_r2`` (scikit-learn's PCA and
+        RidgeCV) always runs on the CPU.
     **kwargs
         Passed to the metric's function (e.g. ``folds``, ``n_components``). For a distance
         other than Euclidean call the metric's function, whose ``metric`` argument sets it.
@@ -365,10 +398,11 @@ def fidelity(
     """
     if metric not in METRICS:
         raise st.unknown("fidelity metric", str(metric), list(METRICS))
+    _accel.lab_device(device)  # a missing GPU is an error before any work
     if metric == "ridge_r2":
         return ridge_r2(E, semantic, seed=seed, **kwargs)
     if metric == "effective_rank":
-        score = effective_rank(E, **kwargs)
+        score = effective_rank(E, device=device, **kwargs)
         params: dict[str, Any] = dict(kwargs)
     else:
         if semantic is None:
@@ -382,7 +416,7 @@ def fidelity(
             "knn_overlap": knn_overlap,
             "trustworthiness": trustworthiness,
         }[metric]
-        score = fn(E, semantic, k=k, **kwargs)
+        score = fn(E, semantic, k=k, device=device, **kwargs)
         params = {"k": k, **kwargs}
     n = E.shape[0] if hasattr(E, "shape") else len(E)
     return FidelityResult(
