@@ -36,6 +36,11 @@ and the eigendecomposition's workspace; sparse targets are never densified). At 
 a fold takes 65–90 s on 2 cores, mostly one ~8000-square eigendecomposition, so the cell
 needs ``--timeout 450`` or more (the default 300 CPU-s per thread kills it).
 
+``--device cuda`` runs sparsecell's metrics with ``device="cuda"`` (the peers stay on the
+CPU; ``ridge_r2`` always runs on the CPU); the cells then have no address-space cap (CUDA
+reserves far more virtual memory than it uses) and the CPU seconds count only the host's
+share.
+
 Appends a dated section to ``benchmarks/RESULTS.md`` (``--no-append`` to skip).
 """
 
@@ -285,14 +290,14 @@ def reference(metric: str, A: Any, B: Any, s: np.ndarray, R: np.ndarray) -> floa
 # --------------------------------------------------------------------------- one cell
 
 
-def ours(metric: str, A: Any, B: Any, s: np.ndarray, R: np.ndarray) -> float:
+def ours(metric: str, A: Any, B: Any, s: np.ndarray, R: np.ndarray, device: str = "cpu") -> float:
     from sparsecell import lab
 
     if metric in ALIGN:
-        return float(lab.alignment(A, B, metric=metric, folds=5, seed=0))
+        return float(lab.alignment(A, B, metric=metric, folds=5, seed=0, device=device))
     if metric in ("knn_overlap", "trustworthiness"):
-        return float(lab.fidelity(A, R, metric=metric, k=10))
-    return float(lab.fidelity(A, s, metric=metric, k=10, seed=0))
+        return float(lab.fidelity(A, R, metric=metric, k=10, device=device))
+    return float(lab.fidelity(A, s, metric=metric, k=10, seed=0, device=device))
 
 
 def _rss_bytes() -> int:
@@ -305,7 +310,11 @@ def worker(metric: str, impl: str, files: dict[str, str]) -> dict[str, Any]:
     s, R = np.load(files["semantic"]), np.load(files["reference"])
     import sparsecell.lab  # noqa: F401  (same libraries loaded for both, so RSS compares)
 
-    fn = ours if impl == "sparsecell" else reference
+    device = files.get("device", "cpu")
+
+    def fn(*a: Any) -> float:
+        return ours(*a, device=device) if impl == "sparsecell" else reference(*a)
+
     # warm-up on 400 rows: lazy imports and first-call costs are not the metric's
     w = slice(0, 400)
     try:
@@ -347,8 +356,9 @@ def run_cell(
             env[var] = str(threads)
 
     def limits() -> None:
-        mem = int((mem_gib + 2) * GIB)
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        if files.get("device", "cpu") == "cpu":  # CUDA reserves huge virtual memory
+            mem = int((mem_gib + 2) * GIB)
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         cpu = max(1, int(cpu_limit))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
 
@@ -417,10 +427,16 @@ def report(results: dict, sizes: list[tuple[int, int]], args: argparse.Namespace
     import sparsecell
 
     now = dt.datetime.now(dt.UTC)
+    machine = MACHINE
+    if args.device != "cpu":
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU visible"
+        machine = f"{os.cpu_count()} CPUs + {gpu}; sparsecell's metrics on {args.device}"
     lines = [
         f"## lab_metrics: time and peak memory of the lab metrics ({now:%Y-%m-%d %H:%M} UTC)",
         "",
-        f"- Machine: {MACHINE} (`lscpu`: {platform.processor() or platform.machine()}, "
+        f"- Machine: {machine} (`lscpu`: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs); Python {platform.python_version()}, sparsecell "
         f"{getattr(sparsecell, '__version__', '?')}; load average at start {args.load0}",
         f"- Command: `python benchmarks/lab_metrics.py {' '.join(sys.argv[1:])}`; whole run "
@@ -494,6 +510,9 @@ def main() -> None:
     )
     ap.add_argument("--mem-gib", type=float, default=20.0, help="memory limit per cell (GiB)")
     ap.add_argument("--no-reference", action="store_true", help="skip the peers")
+    ap.add_argument(
+        "--device", default="cpu", help="device of sparsecell's metrics: cpu, cuda (peers: CPU)"
+    )
     ap.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
     if args.worker:
@@ -517,7 +536,7 @@ def main() -> None:
         for n, p in sorted(sizes):
             folder = Path(tmp) / f"{n}x{p}"
             folder.mkdir()
-            files = make_inputs(n, p, folder)
+            files = {**make_inputs(n, p, folder), "device": args.device}
             for metric in metrics:
                 for impl in impls:
                     why = pre_skip(metric, impl, n, p, results)

@@ -173,3 +173,31 @@ def test_align_mutual_knn_k_option(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m.json").read_text())["score"] == 1.0  # itself
+
+
+def test_device_option_reaches_the_metrics_and_a_missing_gpu_is_a_clear_error(
+    tmp_path, monkeypatch
+):
+    import torch
+
+    from sparsecell.lab import _accel
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((120, 5))
+    np.save(tmp_path / "A.npy", A)
+    pd.DataFrame({"s": A[:, 0]}).to_csv(tmp_path / "obs.csv", index=False)
+    align = ["lab", "align", "--a", str(tmp_path / "A.npy"), "--b", str(tmp_path / "A.npy")]
+    fid = ["lab", "fidelity", "--input", str(tmp_path / "A.npy")]
+    fid += ["--semantic", f"{tmp_path / 'obs.csv'}:s"]
+    asked = []
+    real = _accel.lab_device
+    monkeypatch.setattr(_accel, "lab_device", lambda d: asked.append(d) or real(d))
+    for args in (align + ["--metric", "cka"], fid):
+        r = runner.invoke(app, [*args, "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+    assert asked and set(asked) == {"cpu"}
+    if not torch.cuda.is_available():
+        for args in (align + ["--metric", "cka"], fid):
+            r = runner.invoke(app, [*args, "--device", "cuda"])
+            assert r.exit_code == 2 and "no GPU is visible" in r.stderr
+            assert r.stderr.startswith("sparsecell: error: ")

@@ -12,6 +12,14 @@ from ._common import InputOpt, ObsmOpt, _echo_result, _friendly, _load_input, _o
 
 app = typer.Typer(no_args_is_help=True, help="Superposition lab: alignment, fidelity, toy models.")
 
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="cpu, cuda, cuda:N or auto (the GPU when present): where the heavy products, "
+        "decompositions and neighbour searches run; same result."
+    ),
+]
+
 
 @app.command("align")
 @_friendly
@@ -33,6 +41,7 @@ def lab_align(
     inner_cv: Annotated[
         str, typer.Option(help="ridge's penalty search: auto, loo (exact LOO) or gcv.")
     ] = "auto",
+    device: DeviceOpt = "cpu",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
 ) -> None:
     """Alignment of two representations of the same samples (arXiv 2510.03186)."""
@@ -49,6 +58,7 @@ def lab_align(
         metric=metric,
         folds=folds,
         seed=seed,
+        device=device,
         **extra,
     )
     _echo_result(res, f"{a.name} → {b.name}", json_out)
@@ -67,13 +77,16 @@ def lab_fidelity(
     obsm: ObsmOpt = None,
     k: Annotated[int, typer.Option(help="Neighbours.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: DeviceOpt = "cpu",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
 ) -> None:
     """Geometric fidelity of an embedding against a semantic variable (arXiv 2606.31394)."""
     from .. import lab
 
     s = _obs_column(semantic) if semantic is not None else None
-    res = lab.fidelity(_load_input(input, obsm), semantic=s, metric=metric, k=k, seed=seed)
+    res = lab.fidelity(
+        _load_input(input, obsm), semantic=s, metric=metric, k=k, seed=seed, device=device
+    )
     _echo_result(res, input.name, json_out)
 
 

@@ -16,6 +16,7 @@ without a GPU.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,12 @@ def rows(X: np.ndarray | sp.csr_matrix, s: int, e: int, dev: Any, dtype: Any = N
             accumulate=True,  # duplicate entries of a non-canonical CSR add up, as in scipy
         )
         return out
-    return torch.from_numpy(np.ascontiguousarray(X[s:e])).to(dev, dtype)
+    blk = np.ascontiguousarray(X[s:e])
+    if not blk.flags.writeable:  # e.g. a memory-mapped .npy; the helpers never write to it
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(blk).to(dev, dtype)
+    return torch.from_numpy(blk).to(dev, dtype)
 
 
 def whole(X: np.ndarray | sp.csr_matrix, dev: Any, what: str, block_elems: int = 1 << 24) -> Any:
