@@ -280,6 +280,10 @@ def test_unit_correlations_match_numpy():
     # A column constant on these rows correlates 0 with everything (numpy gives NaN).
     const = np.hstack([A[:, :2], np.full((50, 1), 7.0)])
     np.testing.assert_array_equal(spc.lab.unit_correlations(const, B)[2], 0.0)
+    both_sparse = spc.lab.unit_correlations(sp.csr_matrix(const), sp.csr_matrix(B))
+    np.testing.assert_array_equal(both_sparse[2], 0.0)
+    ref_c = np.corrcoef(const[:, :2].T, B.T)[:2, 2:]
+    np.testing.assert_allclose(both_sparse[:2], ref_c, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- input types

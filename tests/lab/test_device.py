@@ -101,16 +101,65 @@ def test_bfloat16_screening_is_refused_on_cuda():
         _knn.knn_indices(X, 3, precision="bfloat16", dev=torch.device("cuda"))
 
 
-def test_exact_matmul_forbids_reduced_precision_and_restores():
-    m = torch.backends.cuda.matmul
-    before = (m.allow_tf32, m.allow_bf16_reduced_precision_reduction)
-    from sparsecell._device import exact_matmul
+@pytest.mark.parametrize("user", ["default", "legacy_flag", "new_api", "medium"])
+def test_exact_matmul_forbids_tf32_and_restores_the_users_setting(user):
+    # torch ≥ 2.9 raises on reading the legacy allow_tf32 flag once the new fp32_precision
+    # API was used; the switch must work (and restore) whichever way the user set TF32.
+    from sparsecell._device import cuda_tf32, exact_matmul
 
-    with exact_matmul():
-        assert not m.allow_tf32
-        assert not m.allow_bf16_reduced_precision_reduction
-        assert not m.allow_fp16_reduced_precision_reduction
-    assert (m.allow_tf32, m.allow_bf16_reduced_precision_reduction) == before
+    m = torch.backends.cuda.matmul
+    conv = torch.backends.cudnn.conv
+    saved = (m.fp32_precision, conv.fp32_precision)
+    try:
+        if user == "legacy_flag":
+            m.allow_tf32 = True
+        elif user == "new_api":
+            m.fp32_precision = "tf32"
+        elif user == "medium":
+            torch.set_float32_matmul_precision("medium")
+        before = (m.fp32_precision, conv.fp32_precision, torch.get_float32_matmul_precision())
+        with exact_matmul():
+            assert m.fp32_precision == "ieee"
+        with cuda_tf32(False):
+            assert (m.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+        with cuda_tf32(True):
+            assert (m.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+        after = (m.fp32_precision, conv.fp32_precision, torch.get_float32_matmul_precision())
+        assert after == before
+    finally:
+        m.fp32_precision, conv.fp32_precision = saved
+
+
+def test_fixed_order_sum_is_bit_identical_across_batch_shapes():
+    # the exact-tie tests rely on equal pairs giving equal distances in any call
+    rng = np.random.default_rng(11)
+    for p in (1, 7, 64, 100, 513):
+        row = torch.from_numpy(rng.standard_normal(p) * 10 ** rng.uniform(-3, 3, p))
+        one = _knn._sum_last(row[None].clone())
+        many = _knn._sum_last(torch.cat([row[None]] * 37 + [row[None] * 2], dim=0))
+        offset = _knn._sum_last(torch.cat([row[None] * 3, row[None]], dim=0)[1:])
+        assert float(one[0]) == float(many[0]) == float(many[36]) == float(offset[0])
+        assert float(one[0]) == pytest.approx(float(row.sum()), rel=1e-13)
+
+
+def test_a_gpu_ordinal_or_kind_that_is_not_there_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SparsecellError, match="only 1 GPU"):
+        _accel.lab_device("cuda:3")
+    with pytest.raises(SparsecellError, match="CPU or a CUDA GPU, not 'meta'"):
+        _accel.lab_device("meta")
+
+
+def test_running_out_of_gpu_memory_is_a_one_line_error(monkeypatch):
+    def boom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\n...")
+
+    monkeypatch.setattr(_knn, "knn_indices", boom)
+    A, B, s = _data(False)
+    with pytest.raises(SparsecellError, match="knn_ratio ran out of GPU memory") as e:
+        spc.lab.knn_ratio(B, s)
+    assert "\n" not in str(e.value)
 
 
 # --------------------------------------------------------------------------- moving data

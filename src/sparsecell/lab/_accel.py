@@ -16,8 +16,10 @@ without a GPU.
 
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,6 +28,8 @@ from .._errors import SparsecellError
 
 #: Fraction of the device's free memory a metric may plan to use.
 _FREE_FRACTION = 0.9
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def lab_device(device: Any) -> Any:
@@ -40,7 +44,31 @@ def lab_device(device: Any) -> Any:
     from .._device import resolve_device
 
     dev = resolve_device(device)
-    return None if dev.type == "cpu" else dev
+    if dev.type == "cpu":
+        return None
+    if dev.type != "cuda":
+        raise SparsecellError(
+            f"the lab metrics run on the CPU or a CUDA GPU, not {dev.type!r}",
+            "use device='cpu', 'cuda' or 'auto'",
+        )
+    return dev
+
+
+def device_errors(fn: F) -> F:
+    """Turn running out of GPU memory inside a metric into a one-line error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        try:
+            return fn(*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise SparsecellError(
+                f"{fn.__name__} ran out of GPU memory", "use device='cpu' (it streams)"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def check_fits(nbytes: float, dev: Any, what: str) -> None:
@@ -50,6 +78,8 @@ def check_fits(nbytes: float, dev: Any, what: str) -> None:
     if dev.type != "cuda":
         return
     free, _ = torch.cuda.mem_get_info(dev)
+    # memory torch's caching allocator holds but no tensor uses is free to us
+    free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
     if nbytes > _FREE_FRACTION * free:
         raise SparsecellError(
             f"{what} needs {nbytes / 2**30:.1f} GiB on {dev}, {free / 2**30:.1f} GiB is free",
@@ -83,14 +113,28 @@ def rows(X: np.ndarray | sp.csr_matrix, s: int, e: int, dev: Any, dtype: Any = N
     return torch.from_numpy(blk).to(dev, dtype)
 
 
-def whole(X: np.ndarray | sp.csr_matrix, dev: Any, what: str, block_elems: int = 1 << 24) -> Any:
-    """All of ``X`` as a dense float64 tensor on ``dev`` (a sparse ``X`` in row blocks)."""
+def whole(
+    X: np.ndarray | sp.csr_matrix,
+    dev: Any,
+    what: str,
+    block_elems: int = 1 << 24,
+    *,
+    writable: bool = False,
+) -> Any:
+    """All of ``X`` as a dense float64 tensor on ``dev`` (a sparse ``X`` in row blocks).
+
+    On the CPU a float64 ndarray is shared, not copied, unless ``writable`` (the caller
+    will change the tensor in place).
+    """
     import torch
 
     n, p = X.shape
     check_fits(8.0 * n * p, dev, what)
     if not sp.issparse(X):
-        return rows(X, 0, n, dev)
+        t = rows(X, 0, n, dev)
+        if writable and dev.type == "cpu" and np.may_share_memory(t.numpy(), X):
+            t = t.clone()
+        return t
     out = torch.empty((n, p), dtype=torch.float64, device=dev)
     b = max(1, block_elems // max(p, 1))
     for s in range(0, n, b):
@@ -135,7 +179,8 @@ def gram(X: np.ndarray | sp.csr_matrix, mean: np.ndarray, dev: Any) -> Any:
     if p <= n:
         return cross(X, X, mean, mean, dev)
     check_fits(8.0 * (n * n + n * p), dev, f"the {n} × {n} Gram matrix")
-    Xc = whole(X, dev, "the samples") - torch.from_numpy(np.asarray(mean)).to(dev)
+    Xc = whole(X, dev, "the samples", writable=True)
+    Xc -= torch.from_numpy(np.asarray(mean, dtype=np.float64)).to(dev)
     return Xc @ Xc.T
 
 

@@ -46,6 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import SparsecellError
+from . import _accel
 
 #: Metrics searched by the exact fast path (``cosine`` through normalised rows).
 FAST_METRICS = ("euclidean", "sqeuclidean", "cosine")
@@ -221,7 +222,6 @@ def _dense_knn(
     import torch
 
     from .._device import exact_matmul
-    from . import _accel
 
     dev = torch.device("cpu") if dev is None else dev
     n, p = X.shape
@@ -230,7 +230,7 @@ def _dense_knn(
     _accel.check_fits(16.0 * n * p + 2.0 * itemsize * n * (p + 2), dev, "the kNN search")
     Xt = _accel.whole(X, dev, "the kNN search")
     Xc = Xt - Xt.mean(dim=0)
-    nx = (Xc * Xc).sum(dim=1)
+    nx = torch.einsum("ij,ij->i", Xc, Xc)
     scale = float(nx.max().sqrt())
     out = np.empty((n, k), dtype=np.int64)
     if scale == 0.0:  # every sample equal: all distances tie, smaller index first
@@ -302,6 +302,8 @@ def _screen_block(
     kappa, tau = _error_constants(precision, p)
     if precision not in cache:  # rounded once from float64 to the screening dtype
         dt = getattr(torch, name)
+        itemsize = torch.empty(0, dtype=dt).element_size()
+        _accel.check_fits(2.0 * itemsize * n * (p + 2), dev, f"{name} kNN screening")
         s = nx.sqrt()
         left = torch.empty((n, p + 2), dtype=dt, device=dev)
         left[:, :p] = Xc
@@ -350,6 +352,8 @@ def _exact_rows(X: Any, rows: np.ndarray, cols: np.ndarray, chunk_elems: int = 1
     ``X`` is a float64 tensor on any device. On the CPU, chunks of about ``chunk_elems``
     gathered values (8 MiB) stay in cache; ``index_select`` gathers rows an order of
     magnitude faster than advanced indexing here. On a GPU the chunks are 16× larger.
+    The squares are summed in an order fixed by ``p`` alone (:func:`_sum_last`), so equal
+    pairs give bit-identical distances in any call: exact ties are found by ``==``.
     """
     import torch
 
@@ -363,8 +367,26 @@ def _exact_rows(X: Any, rows: np.ndarray, cols: np.ndarray, chunk_elems: int = 1
         cc = torch.from_numpy(np.ascontiguousarray(cols[s : s + c]).ravel()).to(dev)
         G = torch.index_select(X, 0, cc).view(-1, w, p)
         G -= torch.index_select(X, 0, torch.from_numpy(rows[s : s + c]).to(dev))[:, None]
-        out[s : s + c] = (G * G).sum(-1).cpu().numpy()
+        G *= G
+        out[s : s + c] = _sum_last(G).cpu().numpy()
     return out
+
+
+def _sum_last(G: Any) -> Any:
+    """Sum over the last axis by halving: the zero-padded power-of-two length is folded
+    onto its first half until one column is left. Every step is an elementwise add, so the
+    order depends on the length only, never on the batch shape, memory alignment or
+    device, unlike a library reduction (CUDA's picks its order from the launch shape)."""
+    import torch
+
+    p = G.shape[-1]
+    w = 1 << max(0, (p - 1).bit_length())
+    if w != p:
+        G = torch.nn.functional.pad(G, (0, w - p))
+    while G.shape[-1] > 1:
+        h = G.shape[-1] // 2
+        G = G[..., :h] + G[..., h:]
+    return G[..., 0]
 
 
 # --------------------------------------------------------------------------- sparse path
@@ -565,18 +587,17 @@ def _device_ranks(
     The same bound and exact re-check as the CPU kernel, arranged for a GPU: each row
     block of ``‖x_q‖² − 2 x_i·x_q`` (one float64 product of the centred points) is sorted
     once, and the counts below and up to each threshold's rounding band are two
-    ``searchsorted`` calls. Only a threshold whose band holds another sample besides the
-    neighbour itself (rare: ties, duplicates) is settled one by one with exact squared
-    differences.
+    ``searchsorted`` calls. Thresholds whose band holds another sample besides the
+    neighbour itself (ties, duplicates) are settled together, with exact squared
+    differences summed in the same fixed order as the thresholds'.
     """
     import torch
 
-    from . import _accel
-
     n, p = R.shape
     X = _accel.whole(R, dev, "the reference distances")
+    _accel.check_fits(8.0 * n * p, dev, "the centred reference")
     Xc = X - X.mean(dim=0)
-    nxc = (Xc * Xc).sum(dim=1)
+    nxc = torch.einsum("ij,ij->i", Xc, Xc)
     tol = (4.0 * (p + 4) * 2.0**-53) * (nxc + nxc.max()) + 1e-300
     out = np.empty(nbr.shape, dtype=np.int64)
     b = int(max(1, min(n, block_elems // n)))
@@ -586,7 +607,8 @@ def _device_ranks(
         local = torch.arange(e - s0, device=dev)
         D = torch.addmm(nxc[None, :], Xc[s0:e], Xc.T, alpha=-2.0)
         D[local, local + s0] = torch.inf
-        t = torch.from_numpy(_exact_rows(X, rows, nbr[s0:e])).to(dev)
+        t_np = _exact_rows(X, rows, nbr[s0:e])
+        t = torch.from_numpy(t_np).to(dev)
         below = t - (nxc[s0:e] + tol[s0:e])[:, None]
         above = t - (nxc[s0:e] - tol[s0:e])[:, None]
         Ds = torch.sort(D, dim=1).values
@@ -594,14 +616,21 @@ def _device_ranks(
         hi = torch.searchsorted(Ds, above, right=True)
         del Ds
         rank = _accel.numpy(lo) + 1
-        for bi, m in _accel.numpy(torch.nonzero(hi - lo > 1)):
-            j = int(nbr[s0 + bi, m])
-            band = torch.nonzero((D[bi] >= below[bi, m]) & (D[bi] <= above[bi, m]))[:, 0]
-            band = _accel.numpy(band[band != j])
-            # the same summation as the threshold's, so exact ties compare equal
-            dq = _exact_rows(X, np.array([s0 + bi]), band[None, :])[0]
-            tj = float(t[bi, m])
-            closer = int(np.sum(dq < tj)) + int(np.sum((dq == tj) & (band < j)))
-            rank[bi, m] += closer
+        amb = torch.nonzero(hi - lo > 1)  # another sample within the band: settle exactly
+        for c0 in range(0, len(amb), max(1, block_elems // n)):
+            bi, m = amb[c0 : c0 + max(1, block_elems // n)].unbind(1)
+            band = (D[bi] >= below[bi, m, None]) & (D[bi] <= above[bi, m, None])
+            f, q = torch.nonzero(band, as_tuple=True)
+            f, q = _accel.numpy(f), _accel.numpy(q)
+            bi_np, m_np = _accel.numpy(bi), _accel.numpy(m)
+            j = nbr[s0 + bi_np, m_np]
+            keep = q != j[f]
+            f, q = f[keep], q[keep]
+            dq = _exact_rows(X, s0 + bi_np[f], q[:, None])[:, 0]
+            tf, jf = t_np[bi_np[f], m_np[f]], j[f]
+            closer = (dq < tf) | ((dq == tf) & (q < jf))
+            rank[bi_np, m_np] += np.bincount(f, weights=closer, minlength=len(bi_np)).astype(
+                np.int64
+            )
         out[s0:e] = rank
     return out

@@ -42,7 +42,8 @@ class _On:
         return a if self.dev is None else a.detach().cpu().numpy()
 
     def eigh(self, M: Any) -> tuple[np.ndarray, Any]:
-        """Eigenvalues (numpy, ascending) and eigenvectors (here) of the symmetrised ``M``."""
+        """Eigenvalues (numpy, ascending) and eigenvectors (here) of ``M``, symmetric up to
+        rounding: symmetrised in place with numpy, its lower triangle read on a device."""
         if self.dev is None:
             M += M.T
             M *= 0.5
@@ -50,7 +51,7 @@ class _On:
             return lam, vec
         import torch
 
-        lam, vec = torch.linalg.eigh((M + M.T) / 2.0)
+        lam, vec = torch.linalg.eigh(M, UPLO="L")  # no symmetrised copy on the device
         return self.get(lam), vec
 
     def cov(self, X: Matrix, mx: np.ndarray) -> Any:

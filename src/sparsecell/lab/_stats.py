@@ -216,7 +216,13 @@ def centered_cross(
         return np.asarray(A.T @ (B - mb))
     if b_sp and not a_sp:
         return np.asarray(B.T @ (A - ma)).T
-    return np.asarray((A.T @ B).toarray()) - n * np.outer(ma, mb)
+    # Σ_i a_i b_iᵀ − n ma mbᵀ: the dense part written once, the (few) stored entries of
+    # the sparse product added in place (no dense copy of the product, no second p × q)
+    C = np.multiply.outer(-float(n) * ma, mb)
+    S = (A.T @ B).tocoo()
+    S.sum_duplicates()
+    C[S.row, S.col] += S.data
+    return C
 
 
 def correlations(A: Matrix, B: Matrix, dev: Any = None) -> np.ndarray:
@@ -229,13 +235,14 @@ def correlations(A: Matrix, B: Matrix, dev: Any = None) -> np.ndarray:
     n = A.shape[0]
     ma, sa, ra = column_stats(A)
     mb, sb, rb = column_stats(B)
-    sa = np.where(live_mask(sa, ra), sa, 0.0)
-    sb = np.where(live_mask(sb, rb), sb, 0.0)
-    cross = centered_cross(A, B, ma, mb, dev)
-    denom = n * np.outer(sa, sb)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        C = np.where(denom > 0, cross / np.where(denom > 0, denom, 1.0), 0.0)
-    return np.clip(C, -1.0, 1.0)
+    inv_a, inv_b = np.zeros(len(sa)), np.zeros(len(sb))
+    live_a, live_b = live_mask(sa, ra), live_mask(sb, rb)
+    inv_a[live_a] = 1.0 / (n * sa[live_a])
+    inv_b[live_b] = 1.0 / sb[live_b]
+    C = centered_cross(A, B, ma, mb, dev)
+    C *= inv_a[:, None]  # in place: at 8192 × 8192 units every p × q pass costs ~0.2 s
+    C *= inv_b[None, :]
+    return np.clip(C, -1.0, 1.0, out=C)
 
 
 def gram_frob_sq(
@@ -250,8 +257,8 @@ def gram_frob_sq(
     if dev is not None:
         from . import _accel
 
-        G = _accel.gram(X, mean, dev)
-        return float((G * G).sum())
+        G = _accel.gram(X, mean, dev).flatten()
+        return float(G @ G)  # no second copy of the Gram matrix
     n, p = X.shape
     total = 0.0
     if p <= n:
@@ -305,8 +312,8 @@ def centered_singular_values_sq(X: Matrix, center: bool = True, dev: Any = None)
 
         from . import _accel
 
-        G = _accel.gram(X, mean, dev)
-        ev = _accel.numpy(torch.linalg.eigvalsh((G + G.T) / 2.0))
+        # its lower triangle: products of the same rows, symmetric to rounding
+        ev = _accel.numpy(torch.linalg.eigvalsh(_accel.gram(X, mean, dev), UPLO="L"))
         return np.clip(ev[::-1], 0.0, None)
     if p <= n:
         if sp.issparse(X):

@@ -202,6 +202,7 @@ def _held_out_correlations(
 # --------------------------------------------------------------------------- mapping metrics
 
 
+@_accel.device_errors
 def unit_correlations(A: Any, B: Any, *, device: Any = None) -> np.ndarray:
     """Pearson correlation of every unit of ``A`` with every unit of ``B``.
 
@@ -228,6 +229,7 @@ def unit_correlations(A: Any, B: Any, *, device: Any = None) -> np.ndarray:
     return st.correlations(A, B, dev)
 
 
+@_accel.device_errors
 def semi_matching(
     A: Any, B: Any, *, folds: int = 5, seed: int = 0, device: Any = None
 ) -> AlignmentResult:
@@ -266,6 +268,7 @@ def semi_matching(
     return _result("semi_matching", per, A, B, folds, seed)
 
 
+@_accel.device_errors
 def soft_matching(
     A: Any, B: Any, *, folds: int = 5, seed: int = 0, device: Any = None
 ) -> AlignmentResult:
@@ -308,6 +311,7 @@ def soft_matching(
     return _result("soft_matching", per, A, B, folds, seed)
 
 
+@_accel.device_errors
 def ridge(
     A: Any,
     B: Any,
@@ -421,6 +425,7 @@ def ridge(
 # --------------------------------------------------------------------------- similarity metrics
 
 
+@_accel.device_errors
 def cka(A: Any, B: Any, *, debiased: bool = False, device: Any = None) -> float:
     """Linear centred kernel alignment (Kornblith et al. 2019).
 
@@ -513,6 +518,7 @@ def _row_correlation_distances(X: st.Matrix, dev: Any = None) -> np.ndarray:
     return 1.0 - np.clip(r, -1.0, 1.0)
 
 
+@_accel.device_errors
 def rsa(
     A: Any,
     B: Any,
@@ -582,6 +588,7 @@ def rsa(
     return float(np.clip(np.sum(da * db) / den, -1.0, 1.0))
 
 
+@_accel.device_errors
 def procrustes(A: Any, B: Any, *, device: Any = None) -> float:
     """Orthogonal Procrustes similarity (Williams et al. 2021, generalised shape metrics).
 
@@ -653,6 +660,7 @@ def procrustes_distance(
     return float(np.sqrt(max(2.0 - 2.0 * sim, 0.0)))
 
 
+@_accel.device_errors
 def mutual_knn(
     A: Any, B: Any, *, k: int = 10, metric: str = "euclidean", device: Any = None
 ) -> float:

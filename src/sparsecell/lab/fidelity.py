@@ -82,6 +82,7 @@ def _embedding_and_semantic(E: Any, s: Any) -> tuple[st.Matrix, np.ndarray]:
     return E, s
 
 
+@_accel.device_errors
 def knn_ratio(
     E: Any, semantic: Any, *, k: int = 10, metric: str = "euclidean", device: Any = None
 ) -> float:
@@ -121,6 +122,7 @@ def knn_ratio(
     return float(np.mean(local) / np.std(s, ddof=1))
 
 
+@_accel.device_errors
 def morans_i(
     E: Any, semantic: Any, *, k: int = 10, metric: str = "euclidean", device: Any = None
 ) -> float:
@@ -233,6 +235,7 @@ def _embedding_and_reference(E: Any, reference: Any) -> tuple[st.Matrix, st.Matr
     return E, R
 
 
+@_accel.device_errors
 def knn_overlap(
     E: Any, reference: Any, *, k: int = 10, metric: str = "euclidean", device: Any = None
 ) -> float:
@@ -267,6 +270,7 @@ def knn_overlap(
     return float(np.mean(st.set_overlap(ie, ir)) / k)
 
 
+@_accel.device_errors
 def trustworthiness(
     E: Any,
     reference: Any,
@@ -322,6 +326,7 @@ def trustworthiness(
     return float(1.0 - penalty * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
 
 
+@_accel.device_errors
 def effective_rank(E: Any, *, center: bool = True, device: Any = None) -> float:
     """Effective rank (Roy & Vetterli 2007): ``exp(H(p))`` with ``p_i = σ_i / Σ_j σ_j``.
 
