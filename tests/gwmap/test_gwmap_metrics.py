@@ -112,3 +112,24 @@ def test_foscttm_float32_coembedding_agrees_with_float64():
     f64 = foscttm(X, Y)
     f32 = foscttm(X.astype(np.float32), Y.astype(np.float32))
     assert 0.05 < f64 < 0.45 and abs(f32 - f64) < 1e-3
+
+
+def test_foscttm_leaves_a_non_canonical_sparse_coupling_untouched():
+    # duplicate entries and unsorted columns: canonicalising in place would change the
+    # caller's matrix (its arrays are shared by sp.csr_matrix(T))
+    rng = np.random.default_rng(4)
+    dense = rng.random((30, 30)) + np.eye(30) * 5.0
+    cols = [np.r_[rng.permutation(30), rng.permutation(30)] for _ in range(30)]
+    T = sp.csr_matrix(
+        (
+            np.concatenate([dense[i, c] / 2.0 for i, c in enumerate(cols)]),
+            np.concatenate(cols),
+            np.arange(0, 60 * 31, 60),
+        ),
+        shape=(30, 30),
+    )
+    assert not T.has_canonical_format
+    saved = (T.data.copy(), T.indices.copy(), T.indptr.copy())
+    assert foscttm(T) == pytest.approx(foscttm(dense), abs=1e-12)
+    for a, b in zip((T.data, T.indices, T.indptr), saved, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -378,3 +378,21 @@ def test_bad_input_errors():
     with pytest.raises(spc.SparsecellError) as e:
         spc.lab.alignment(A, B[:19])
     assert "\n" not in str(e.value) and str(e.value).endswith(")")
+
+
+def test_sparse_float32_input_with_unsorted_indices_is_never_modified():
+    # sp.csr_matrix(x, dtype=float64) copies the data but shares the index arrays: sorting
+    # those in place scrambled the caller's matrix (and every later result on it)
+    rng = np.random.default_rng(12)
+    A = np.where(rng.random((200, 40)) < 0.2, rng.random((200, 40)), 0.0)
+    B = A[:, ::-1] + 0.1 * np.where(rng.random((200, 40)) < 0.1, 1.0, 0.0)
+    perm = rng.permutation(40)
+    Bs = sp.csr_matrix(B[:, perm].astype(np.float32))[:, np.argsort(perm)]  # unsorted
+    assert not Bs.has_sorted_indices
+    saved = (Bs.data.copy(), Bs.indices.copy(), Bs.indptr.copy())
+    first = spc.lab.semi_matching(A, Bs).score
+    for a, b in zip((Bs.data, Bs.indices, Bs.indptr), saved, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert spc.lab.semi_matching(A, Bs).score == first
+    dense = spc.lab.semi_matching(A, Bs.toarray().astype(np.float64)).score
+    assert first == pytest.approx(dense, abs=1e-12)

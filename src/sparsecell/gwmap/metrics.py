@@ -34,7 +34,9 @@ _BLOCK_ELEMS = 2**24  # entries of one distance / coupling block (128 MiB in flo
 def _as_coupling(T: Any) -> np.ndarray | sp.csr_matrix:
     if sp.issparse(T):
         T = sp.csr_matrix(T)
-        T.sum_duplicates()
+        if not T.has_canonical_format:  # shares arrays with the caller's: do not sort those
+            T = T.copy()
+            T.sum_duplicates()
         data = T.data
     else:
         if hasattr(T, "detach"):  # torch tensor

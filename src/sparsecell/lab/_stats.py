@@ -72,7 +72,11 @@ def as_matrix(x: Any, name: str, *, allow_1d: bool = False) -> Matrix:
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
             raise SparsecellError(f"{name} has non-real dtype {x.dtype}", "pass real numbers")
         out = sp.csr_matrix(x, dtype=np.float64)
-        out.sum_duplicates()
+        if not out.has_canonical_format:
+            # out may share its index arrays with x (always, when only the dtype changed):
+            # sorting them in place would scramble the caller's matrix
+            out = out.copy()
+            out.sum_duplicates()
         if not np.all(np.isfinite(out.data)):
             raise SparsecellError(
                 f"{name} contains NaN or infinite values", "remove or impute those entries"
