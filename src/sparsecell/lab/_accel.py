@@ -105,12 +105,11 @@ def rows(X: np.ndarray | sp.csr_matrix, s: int, e: int, dev: Any, dtype: Any = N
             accumulate=True,  # duplicate entries of a non-canonical CSR add up, as in scipy
         )
         return out
-    blk = np.ascontiguousarray(X[s:e])
-    if not blk.flags.writeable:  # e.g. a memory-mapped .npy; the helpers never write to it
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            return torch.from_numpy(blk).to(dev, dtype)
-    return torch.from_numpy(blk).to(dev, dtype)
+    with warnings.catch_warnings():
+        # a read-only array (e.g. a memory-mapped .npy) is shared; the helpers never write
+        # to it (see ``whole(writable=True)``)
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(X[s:e])).to(dev, dtype)
 
 
 def whole(

@@ -617,8 +617,8 @@ def _device_ranks(
         del Ds
         rank = _accel.numpy(lo) + 1
         amb = torch.nonzero(hi - lo > 1)  # another sample within the band: settle exactly
-        for c0 in range(0, len(amb), max(1, block_elems // n)):
-            bi, m = amb[c0 : c0 + max(1, block_elems // n)].unbind(1)
+        for c0 in range(0, len(amb), b):  # b bands of n at a time
+            bi, m = amb[c0 : c0 + b].unbind(1)
             band = (D[bi] >= below[bi, m, None]) & (D[bi] <= above[bi, m, None])
             f, q = torch.nonzero(band, as_tuple=True)
             f, q = _accel.numpy(f), _accel.numpy(q)
