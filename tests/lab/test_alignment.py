@@ -396,3 +396,16 @@ def test_sparse_float32_input_with_unsorted_indices_is_never_modified():
     assert spc.lab.semi_matching(A, Bs).score == first
     dense = spc.lab.semi_matching(A, Bs.toarray().astype(np.float64)).score
     assert first == pytest.approx(dense, abs=1e-12)
+
+
+def test_sparse_unit_products_are_exact_across_outer_product_blocks(monkeypatch):
+    # the n·ma·mbᵀ correction of a sparse × sparse product is subtracted in row blocks
+    from sparsecell.lab import _stats as stats
+
+    rng = np.random.default_rng(13)
+    A = np.where(rng.random((300, 37)) < 0.3, rng.random((300, 37)) + 2.0, 0.0)
+    B = np.where(rng.random((300, 23)) < 0.3, rng.random((300, 23)), 0.0)
+    monkeypatch.setattr(stats, "_OUTER_BLOCK_ELEMS", 50)  # 2 rows of 23 per block
+    got = stats.centered_cross(sp.csr_matrix(A), sp.csr_matrix(B), A.mean(0), B.mean(0))
+    want = (A - A.mean(0)).T @ (B - B.mean(0))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())

@@ -162,6 +162,34 @@ def test_loo_near_interpolation_equals_literal_hat_matrix(x_sparse, y_sparse):
     np.testing.assert_array_equal(chosen, alphas[np.argmin(ref, axis=0)])
 
 
+@pytest.mark.parametrize("case", ["duplicated_rows", "large_mean_sparse"])
+def test_gram_basis_with_a_null_space_beyond_the_constant_vector(case):
+    # p > n with rank(X̃) < n − 1 (duplicated rows), so the null-space terms ‖P_rest e_i‖²
+    # and P_rest ỹ are not 0; and a sparse X whose column mean is 1e3, where the Gram
+    # matrix built from XXᵀ minus mean terms keeps a rounding-size constant component
+    # unless it is double-centred (c then mixes into a kept eigenvector and GCV scores 0).
+    rng = np.random.default_rng(21)
+    n, p = 24, 40
+    X = rng.standard_normal((n, p))
+    if case == "duplicated_rows":
+        X[12:18] = X[:6]
+    else:
+        X = np.where(rng.random((n, p)) < 0.3, X, 0.0)
+        X[:, 0] += 1e3
+    Y = X[:, :3] @ rng.standard_normal((3, 2)) + rng.standard_normal((n, 2))
+    alphas = np.array([1e-8, 1e-4, 1.0, 100.0])
+    ref_gcv = _explicit(X, Y, alphas)[0]
+    ref_loo = _explicit_loo(X, Y, alphas)
+    for Xin in (X, sp.csr_matrix(X)):
+        gcv = _ridge.ridge_cv(Xin, Y, alphas, inner="gcv", alpha_per_target=True)[3]
+        loo = _ridge.ridge_cv(Xin, Y, alphas, inner="loo", alpha_per_target=True)[3]
+        # well-conditioned sums of non-negative terms: observed ≤ 1e-9 relative (the 1e3
+        # offset costs digits in the sparse Gram matrix); 1e-6 still fails a lost term
+        # (zeroing P_rest moves these scores by > 10%) or an undetected constant vector
+        np.testing.assert_allclose(gcv, ref_gcv, rtol=1e-6)
+        np.testing.assert_allclose(loo, ref_loo, rtol=1e-6)
+
+
 def test_gcv_near_interpolation_p_greater_than_n():
     # p > n: at α = 1e-8 the fit interpolates the 30 training rows up to (α/λ_k)² ≲ 1e-19
     # of ‖ỹ‖² (λ_k ≥ ~40 here), far below the ~1e-16 ‖ỹ‖² rounding of any difference

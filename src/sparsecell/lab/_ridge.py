@@ -1,9 +1,10 @@
 """Ridge regression with the penalty chosen by inner cross-validation, for the lab.
 
 :func:`ridge_cv` is the engine of :func:`sparsecell.lab.ridge` (and its inner CV): one
-eigendecomposition serves every penalty, sparse inputs are never centred or densified
-whole, and with a torch device the Gram matrix, its eigendecomposition and every product
-of the size of the data run there (see :mod:`._accel`).
+eigendecomposition serves every penalty; on the CPU sparse inputs are never centred or
+densified whole; with a torch device the Gram matrix, its eigendecomposition and every
+product of the size of the data run there (see :mod:`._accel`; with ``p > n`` a sparse
+``X`` is densified on the device).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ._stats import Matrix, centered_cross, column_stats, unknown
+from ._stats import Matrix, centered_cross, centred_gram, column_stats, unknown
 
 
 class _On:
@@ -54,34 +55,9 @@ class _On:
         lam, vec = torch.linalg.eigh(M, UPLO="L")  # no symmetrised copy on the device
         return self.get(lam), vec
 
-    def cov(self, X: Matrix, mx: np.ndarray) -> Any:
-        """``X̃ᵀX̃`` (p × p)."""
-        if self.dev is not None:
-            from . import _accel
-
-            return _accel.gram(X, mx, self.dev)
-        if sp.issparse(X):
-            G = np.asarray((X.T @ X).toarray())
-            G -= X.shape[0] * np.outer(mx, mx)
-            return G
-        Xc = X - mx
-        return Xc.T @ Xc
-
     def gram(self, X: Matrix, mx: np.ndarray) -> Any:
-        """``X̃X̃ᵀ`` (n × n)."""
-        if self.dev is not None:
-            from . import _accel
-
-            return _accel.gram(X, mx, self.dev)
-        if sp.issparse(X):
-            xm = np.asarray(X @ mx).ravel()
-            K = np.asarray((X @ X.T).toarray())
-            K -= xm[:, None]
-            K -= xm[None, :]
-            K += mx @ mx
-            return K
-        Xc = X - mx
-        return Xc @ Xc.T
+        """The smaller Gram matrix of ``X̃`` (:func:`._stats.centred_gram`)."""
+        return centred_gram(X, mx, self.dev)
 
     def cross(self, A: Any, B: Matrix, ma: np.ndarray, mb: np.ndarray) -> Any:
         """``ÃᵀB̃``; ``A`` may be an array here."""
@@ -204,9 +180,9 @@ def ridge_cv(
     Parameters
     ----------
     X, Y
-        ``(n, p)`` predictors and ``(n, q)`` targets, dense or CSR. Sparse matrices are
-        never centred or densified (products are formed in row blocks of at most
-        ``block_elems`` entries).
+        ``(n, p)`` predictors and ``(n, q)`` targets, dense or CSR. On the CPU sparse
+        matrices are never centred or densified (products are formed in row blocks of at
+        most ``block_elems`` entries).
     alphas
         Candidate penalties.
     inner
@@ -257,7 +233,7 @@ def ridge_cv(
     score = np.zeros((len(alphas), q))
     on = _On(dev)  # the same expressions run on numpy arrays or torch tensors
     if p <= n:
-        lam, Vh = on.eigh(on.cov(X, mx))
+        lam, Vh = on.eigh(on.gram(X, mx))  # p × p
         keep = lam > 1e-12 * max(lam.max(), 0.0)
         lam, Vh = lam[keep], Vh[:, on.index(keep)]
         Rh = Vh.T @ on.cross(X, Y, mx, my)  # r × q; R_kj / √λ_k = c_kj
@@ -298,12 +274,20 @@ def ridge_cv(
             return on.get(Vh @ (Rh / (on.put(lam)[:, None] + on.put(a)[None, :])))
 
     else:
-        lam, Qh = on.eigh(on.gram(X, mx))
+        K = on.gram(X, mx)  # n × n
+        # K̃ = X̃X̃ᵀ has the constant vector c in its null space (K̃1 = 0). Built from a
+        # sparse X (mean terms subtracted from XXᵀ), rounding leaves a constant component
+        # of the size of the means: remove it (double centring) so that c is an
+        # eigenvector of eigenvalue ~0 and lands among the null-space columns.
+        K -= K.mean(0)[None, :]
+        K -= K.mean(1)[:, None]
+        lam, Qh = on.eigh(K)
+        del K
         keep = lam > 1e-12 * max(lam.max(), 0.0)
-        # The centred Gram matrix has the constant vector c in its null space. With every
-        # eigenvector's mean removed, c's share drops out as exact zeros: the centred
-        # null-space columns Q'_n span the rest of the null space, P_rest = Q'_n Q'_nᵀ.
-        Qh = Qh - Qh.mean(0)
+        # With every eigenvector's mean removed, c's share drops out (to rounding): the
+        # centred null-space columns Q'_n span the rest of the null space,
+        # P_rest = Q'_n Q'_nᵀ; the kept columns, orthogonal to c, do not change.
+        Qh -= Qh.mean(0)
         T = on.cross(Qh, Y, np.zeros(n), my)  # Q'ᵀỸ (a sparse Y is not centred)
         kh, nh = on.index(keep), on.index(~keep)
         Qn, Tn = Qh[:, nh], T[nh]

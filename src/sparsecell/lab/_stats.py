@@ -2,8 +2,9 @@
 unit-by-unit correlations, k-nearest neighbours and exact optimal transport.
 
 Matrices are handled as either a dense ``float64`` :class:`numpy.ndarray` or a
-``float64`` :class:`scipy.sparse.csr_matrix`; nothing here densifies a sparse input
-except where the result is itself dense and no larger than ``p × q``.
+``float64`` :class:`scipy.sparse.csr_matrix`; on the CPU nothing here densifies a sparse
+input except where the result is itself dense and no larger than ``p × q`` (on a torch
+device, see :mod:`._accel`, sparse inputs are densified there).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ Matrix = np.ndarray | sp.csr_matrix
 #: treated as constant ("dead"). Float64 rounding leaves a constant column with a relative
 #: std of about 1e-8 (sqrt of machine epsilon), so 1e-6 separates the two safely.
 DEAD_RTOL = 1e-6
+
+#: Entries of the row blocks in which ``n · ma mbᵀ`` is subtracted from a dense product.
+_OUTER_BLOCK_ELEMS = 1 << 20
 
 #: Largest ``lcm(p, q)`` for which unequal-size exact OT is solved as an assignment problem
 #: on replicated units (faster than the LP up to here).
@@ -224,7 +228,7 @@ def centered_cross(
     # second p × q array: at 8192 × 8192 units each one costs 0.5 GiB and ~0.5 s). Aᵀ as
     # CSR makes the product CSR and its dense form C-ordered, so row blocks are contiguous.
     C = (A.T.tocsr() @ B).toarray()
-    step = max(1, (1 << 20) // max(len(mb), 1))
+    step = max(1, _OUTER_BLOCK_ELEMS // max(len(mb), 1))
     for s in range(0, len(ma), step):
         C[s : s + step] -= (n * ma[s : s + step])[:, None] * mb[None, :]
     return C
@@ -306,34 +310,49 @@ def row_sq_norms_centered(X: Matrix, mean: np.ndarray) -> np.ndarray:
     return np.sum((X - mean) ** 2, axis=1)
 
 
+def centred_gram(X: Matrix, mean: np.ndarray, dev: Any = None) -> Any:
+    """The smaller Gram matrix of the column-centred ``X``: ``X̃ᵀX̃`` (p × p) when
+    ``p ≤ n``, else ``X̃X̃ᵀ`` (n × n). A sparse ``X`` is never centred (the mean terms are
+    subtracted from its sparse products). On a torch device ``dev``: a tensor there
+    (:func:`._accel.gram`)."""
+    if dev is not None:
+        from . import _accel
+
+        return _accel.gram(X, mean, dev)
+    n, p = X.shape
+    if p <= n:
+        if sp.issparse(X):
+            G = np.asarray((X.T @ X).toarray())
+            G -= n * np.outer(mean, mean)
+            return G
+        Xc = X - mean
+        return Xc.T @ Xc
+    if sp.issparse(X):
+        xm = np.asarray(X @ mean).ravel()
+        K = np.asarray((X @ X.T).toarray())
+        K -= xm[:, None]
+        K -= xm[None, :]
+        K += mean @ mean
+        return K
+    Xc = X - mean
+    return Xc @ Xc.T
+
+
 def centered_singular_values_sq(X: Matrix, center: bool = True, dev: Any = None) -> np.ndarray:
     """Squared singular values of the (optionally column-centred) ``X``, from the
-    smaller of its two Gram matrices (formed and decomposed on the torch device ``dev``
-    when given)."""
-    n, p = X.shape
-    mean = column_stats(X)[0] if center else np.zeros(p)
+    smaller of its two Gram matrices (:func:`centred_gram`; formed and decomposed on the
+    torch device ``dev`` when given)."""
+    mean = column_stats(X)[0] if center else np.zeros(X.shape[1])
+    G = centred_gram(X, mean, dev)
     if dev is not None:
         import torch
 
         from . import _accel
 
         # its lower triangle: products of the same rows, symmetric to rounding
-        ev = _accel.numpy(torch.linalg.eigvalsh(_accel.gram(X, mean, dev), UPLO="L"))
-        return np.clip(ev[::-1], 0.0, None)
-    if p <= n:
-        if sp.issparse(X):
-            G = np.asarray((X.T @ X).toarray()) - n * np.outer(mean, mean)
-        else:
-            Xc = X - mean
-            G = Xc.T @ Xc
+        ev = _accel.numpy(torch.linalg.eigvalsh(G, UPLO="L"))
     else:
-        if sp.issparse(X):
-            xm = np.asarray(X @ mean).ravel()
-            G = np.asarray((X @ X.T).toarray()) - xm[:, None] - xm[None, :] + mean @ mean
-        else:
-            Xc = X - mean
-            G = Xc @ Xc.T
-    ev = np.linalg.eigvalsh((G + G.T) / 2.0)
+        ev = np.linalg.eigvalsh((G + G.T) / 2.0)
     return np.clip(ev[::-1], 0.0, None)
 
 

@@ -627,6 +627,7 @@ def procrustes(A: Any, B: Any, *, device: Any = None) -> float:
     return float(np.clip(s.sum() / den, 0.0, 1.0))
 
 
+@_accel.device_errors
 def procrustes_distance(
     A: Any, B: Any, *, kind: Literal["angular", "euclidean"] = "angular", device: Any = None
 ) -> float:
@@ -684,7 +685,7 @@ def mutual_knn(
         ``None`` or ``"cpu"``: this CPU. ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (the GPU
         when one is visible): the heavy products run there in float64, equal to the CPU
         result (the same neighbours) (``docs/lab.md``, "GPU").
-        Metrics other than euclidean and cosine search on the CPU.
+        Metrics other than euclidean, sqeuclidean and cosine search on the CPU.
 
     Returns
     -------

@@ -169,6 +169,7 @@ def ridge_r2(
     folds: int = 5,
     seed: int = 0,
     alphas: Any = None,
+    device: Any = None,
 ) -> FidelityResult:
     """Held-out R² of a linear read-out of the semantic variable (PCA, then RidgeCV).
 
@@ -193,6 +194,9 @@ def ridge_r2(
         Seed of the fold split and of PCA's randomised solver.
     alphas
         Candidate ridge penalties.
+    device
+        Accepted for a uniform API and checked (a missing GPU is an error), but this metric
+        always runs on the CPU: scikit-learn's PCA and RidgeCV.
 
     Returns
     -------
@@ -205,6 +209,7 @@ def ridge_r2(
     from sklearn.model_selection import KFold
     from sklearn.pipeline import make_pipeline
 
+    _accel.lab_device(device)
     E, s = _embedding_and_semantic(E, semantic)
     n, d = E.shape
     st.check_folds(n, folds)
@@ -405,7 +410,7 @@ def fidelity(
         raise st.unknown("fidelity metric", str(metric), list(METRICS))
     _accel.lab_device(device)  # a missing GPU is an error before any work
     if metric == "ridge_r2":
-        return ridge_r2(E, semantic, seed=seed, **kwargs)
+        return ridge_r2(E, semantic, seed=seed, device=device, **kwargs)
     if metric == "effective_rank":
         score = effective_rank(E, device=device, **kwargs)
         params: dict[str, Any] = dict(kwargs)
