@@ -82,6 +82,25 @@ def _explicit_loo(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, dps: int = 4
     return out
 
 
+def _fit(
+    X: np.ndarray,
+    Y: np.ndarray,
+    alphas: np.ndarray,
+    inner: str,
+    x_sparse: bool,
+    y_sparse: bool,
+    per_target: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``ridge_cv`` on ``X`` and ``Y``, each passed as CSR when asked."""
+    return _ridge.ridge_cv(
+        sp.csr_matrix(X) if x_sparse else X,
+        sp.csr_matrix(Y) if y_sparse else Y,
+        alphas,
+        inner=inner,
+        alpha_per_target=per_target,
+    )
+
+
 @functools.cache
 def _data(branch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sparse-ish X (n × p) and Y (n × 4, half its entries 0) with an offset, and the
@@ -104,13 +123,7 @@ def _data(branch: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("per_target", [False, True])
 def test_gcv_equals_literal_hat_matrix(branch, x_sparse, y_sparse, per_target):
     X, Y, ref = _data(branch)
-    coef, intercept, chosen, gcv = _ridge.ridge_cv(
-        sp.csr_matrix(X) if x_sparse else X,
-        sp.csr_matrix(Y) if y_sparse else Y,
-        ALPHAS,
-        inner="gcv",
-        alpha_per_target=per_target,
-    )
+    coef, intercept, chosen, gcv = _fit(X, Y, ALPHAS, "gcv", x_sparse, y_sparse, per_target)
     # Every score is a ratio of sums of non-negative float64 terms built from one
     # eigendecomposition of a well-conditioned 6 × 6 (or 12 × 12) matrix, so it keeps
     # near-full relative accuracy even at α = 1e-8 with p > n, where numerator and
@@ -151,13 +164,7 @@ def test_loo_near_interpolation_equals_literal_hat_matrix(x_sparse, y_sparse):
     Y = X[:, :3] @ rng.standard_normal((3, 2)) + 2.0 * rng.standard_normal((n, 2))
     alphas = np.array([1e-8, 1e-7, 1e-6, 1.0])
     ref = _explicit_loo(X, Y, alphas)
-    _, _, chosen, loo = _ridge.ridge_cv(
-        sp.csr_matrix(X) if x_sparse else X,
-        sp.csr_matrix(Y) if y_sparse else Y,
-        alphas,
-        inner="loo",
-        alpha_per_target=True,
-    )
+    _, _, chosen, loo = _fit(X, Y, alphas, "loo", x_sparse, y_sparse)
     np.testing.assert_allclose(loo, ref, rtol=1e-10)
     np.testing.assert_array_equal(chosen, alphas[np.argmin(ref, axis=0)])
 

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import SparsecellError
+from .._sparse import canonical_csr
 
 _BLOCK_ELEMS = 2**24  # entries of one distance / coupling block (128 MiB in float64)
 
@@ -33,10 +34,7 @@ _BLOCK_ELEMS = 2**24  # entries of one distance / coupling block (128 MiB in flo
 
 def _as_coupling(T: Any) -> np.ndarray | sp.csr_matrix:
     if sp.issparse(T):
-        T = sp.csr_matrix(T)
-        if not T.has_canonical_format:  # shares arrays with the caller's: do not sort those
-            T = T.copy()
-            T.sum_duplicates()
+        T = canonical_csr(T)
         data = T.data
     else:
         if hasattr(T, "detach"):  # torch tensor

@@ -46,6 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import SparsecellError
+from .._sparse import canonical_csr
 from . import _accel
 
 #: Metrics searched by the exact fast path (``cosine`` through normalised rows).
@@ -436,10 +437,7 @@ def _sparse_kernel() -> Any:
 def _sparse_knn(X: sp.csr_matrix, k: int, block_elems: int) -> np.ndarray:
 
     n = X.shape[0]
-    X = sp.csr_matrix(X, dtype=np.float64)
-    if not X.has_sorted_indices:  # sort a copy: the index arrays may be the caller's
-        X = X.copy()
-        X.sort_indices()
+    X = canonical_csr(X, np.float64)
     C = X.tocsc()
     C.sort_indices()
     nx = np.asarray(X.multiply(X).sum(axis=1)).ravel()

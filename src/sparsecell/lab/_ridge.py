@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._sparse import canonical_csr
 from ._stats import Matrix, centered_cross, centred_gram, column_stats, unknown
 
 
@@ -225,9 +226,8 @@ def ridge_cv(
     n, p = X.shape
     q = Y.shape[1]
     alphas = np.asarray(alphas, dtype=np.float64).ravel()
-    if sp.issparse(Y) and not Y.has_canonical_format:
-        Y = Y.copy()
-        Y.sum_duplicates()
+    if sp.issparse(Y):
+        Y = canonical_csr(Y)
     mx = column_stats(X)[0]
     my = np.asarray(Y.mean(axis=0), dtype=np.float64).ravel()
     score = np.zeros((len(alphas), q))

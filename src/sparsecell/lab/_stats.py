@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._errors import SparsecellError
+from .._sparse import canonical_csr
 
 Matrix = np.ndarray | sp.csr_matrix
 
@@ -75,12 +76,7 @@ def as_matrix(x: Any, name: str, *, allow_1d: bool = False) -> Matrix:
             raise SparsecellError(f"{name} must be 2-D", "pass a samples × units matrix")
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
             raise SparsecellError(f"{name} has non-real dtype {x.dtype}", "pass real numbers")
-        out = sp.csr_matrix(x, dtype=np.float64)
-        if not out.has_canonical_format:
-            # out may share its index arrays with x (always, when only the dtype changed):
-            # sorting them in place would scramble the caller's matrix
-            out = out.copy()
-            out.sum_duplicates()
+        out = canonical_csr(x, np.float64)
         if not np.all(np.isfinite(out.data)):
             raise SparsecellError(
                 f"{name} contains NaN or infinite values", "remove or impute those entries"

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._errors import SparsecellError
+from .._sparse import canonical_csr
 from ._data import as_float_tensor
 from ._kernels import Codes, sparse_decode, sparse_encode
 from .config import SAEConfig
@@ -311,9 +312,7 @@ class SparseAutoencoder(nn.Module):
                 f"codes have {csr.shape[1]} latents but this SAE has {self.d_sae}",
                 "decode codes made by this SAE",
             )
-        if not csr.has_canonical_format:  # the CUDA kernel needs distinct (row, col) entries
-            csr = csr.copy()
-            csr.sum_duplicates()
+        csr = canonical_csr(csr)  # the CUDA kernel needs distinct (row, col) entries
         out = []
         for s in range(0, csr.shape[0], batch_size):
             blk = csr[s : s + batch_size].tocoo()
