@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +26,7 @@ import torch
 
 from .._device import cuda_tf32, resolve_device
 from .._errors import SparsecellError
+from ..config import split_kwargs as _split_kwargs
 from ._data import (
     Units,
     channel_stats,
@@ -42,24 +42,17 @@ from .supcon import KeyQueue, moco_supcon_loss, momentum_update
 
 
 def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Route keyword arguments to EncoderConfig or EncoderTrainConfig (or fail clearly)."""
-    model_f = {f.name for f in dataclasses.fields(EncoderConfig)} - {
-        "in_channels",
-        "channels",
-        "unit_size",
-    }
-    train_f = {f.name for f in dataclasses.fields(EncoderTrainConfig)} - {"mode"}
-    m, t = {}, {}
-    for k, v in kwargs.items():
-        if k in model_f:
-            m[k] = v
-        elif k in train_f:
-            t[k] = v
-        else:
-            raise SparsecellError(
-                f"unknown encoder training option '{k}'",
-                "see EncoderConfig and EncoderTrainConfig for the fields",
-            )
+    """Route keyword arguments to EncoderConfig or EncoderTrainConfig (or fail clearly).
+
+    ``in_channels``, ``channels``, ``unit_size`` (set from the data) and ``mode`` are not
+    options."""
+    m, t = _split_kwargs(
+        kwargs,
+        EncoderConfig,
+        EncoderTrainConfig,
+        exclude=("in_channels", "channels", "unit_size", "mode"),
+        what="encoder training option",
+    )
     return m, t
 
 

@@ -17,7 +17,6 @@ by the smallest gene index), so the ids do not depend on Leiden's internal label
 from __future__ import annotations
 
 import logging
-import random
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import SparsecellError
+from ..core.graph import leiden
 
 log = logging.getLogger(__name__)
 
@@ -103,22 +103,7 @@ def _knn_graph(C: np.ndarray, k: int, min_corr: float = 0.0) -> sp.csr_matrix:
 
 
 def _leiden(A: sp.csr_matrix, resolution: float, seed: int) -> np.ndarray:
-    import igraph as ig
-
-    coo = sp.triu(A, k=1).tocoo()
-    graph = ig.Graph(n=A.shape[0], edges=list(zip(coo.row.tolist(), coo.col.tolist(), strict=True)))
-    graph.es["weight"] = coo.data.tolist()
-    ig.set_random_number_generator(random.Random(seed))
-    try:
-        part = graph.community_leiden(
-            objective_function="modularity",
-            resolution=resolution,
-            weights="weight",
-            n_iterations=-1,
-        )
-    finally:
-        ig.set_random_number_generator(random)
-    return np.asarray(part.membership, dtype=np.int64)
+    return leiden(A, resolution, random_state=seed)
 
 
 def _relabel(memb: np.ndarray, min_size: int) -> np.ndarray:

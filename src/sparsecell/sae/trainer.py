@@ -10,7 +10,6 @@ when it fits, data-parallel training under ``torchrun``, and resumable checkpoin
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -23,6 +22,7 @@ import torch.distributed as dist
 
 from .._device import resolve_device
 from .._errors import SparsecellError
+from ..config import split_kwargs as _split
 from ._base import SparseAutoencoder, batch_fvu
 from ._data import BatchStream, check_matrix, fit_normalization, geometric_median
 from ._kernels import Codes, normalize_rows_, project_out_parallel_grad, sparse_decode
@@ -84,19 +84,7 @@ def lr_factor(step: int, total: int, warmup: int, decay_frac: float) -> float:
 
 def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Route keyword arguments to SAEConfig or TrainConfig fields (or fail clearly)."""
-    sae_f = {f.name for f in dataclasses.fields(SAEConfig)}
-    tr_f = {f.name for f in dataclasses.fields(TrainConfig)}
-    sae_kw, tr_kw = {}, {}
-    for k, v in kwargs.items():
-        if k in sae_f:
-            sae_kw[k] = v
-        elif k in tr_f:
-            tr_kw[k] = v
-        else:
-            raise SparsecellError(
-                f"unknown training option '{k}'", "see SAEConfig and TrainConfig for the fields"
-            )
-    return sae_kw, tr_kw
+    return _split(kwargs, SAEConfig, TrainConfig, what="training option")
 
 
 class _Dist:
