@@ -87,5 +87,5 @@ def test_load_toml_errors(tmp_path):
 def test_split_kwargs_names_closest_field():
     a, b = split_kwargs({"k": 1, "name": "x"}, Inner, Outer)
     assert a == {"k": 1} and b == {"name": "x"}
-    with pytest.raises(SparsecellError, match="unknown option .nam. \(did you mean .name.\?\)"):
+    with pytest.raises(SparsecellError, match=r"unknown option .nam. \(did you mean .name.\?\)"):
         split_kwargs({"nam": 1}, Inner, Outer)
