@@ -227,3 +227,14 @@ def test_default_n_clusters():
     assert default_n_clusters(100_000) == 5000
     assert default_n_clusters(1_000_000) == 5000
     assert default_n_clusters(30) == 30
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, np.nan])
+def test_quantized_refuses_weights_that_solve_refuses(bad):
+    """One weight check for both paths: a zero, negative or NaN cell weight is an error."""
+    X, Y, _ = _shared_latent(60, seed=1)
+    a = np.full(60, 1 / 60)
+    a[3] = bad
+    for fn in (solve, solve_quantized):
+        with pytest.raises(SparsecellError, match="weight|NaN"):
+            fn(geometry(X), geometry(Y), a, None, epsilon=EPS)

@@ -53,6 +53,7 @@ import scipy.sparse as sp
 import torch
 
 from .._errors import SparsecellError
+from ._weights import cell_weights
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +101,6 @@ def _points(g: Any, side: str) -> tuple[np.ndarray, str, int | None, float]:
         )
     sc = float(scale) if scale is not None and np.isfinite(scale) and scale > 0 else 1.0
     return pts, cost, k, sc
-
-
-def _marginal(w: Any, n: int, name: str) -> np.ndarray:
-    if w is None:
-        return np.full(n, 1.0 / n)
-    w = np.asarray(w, dtype=np.float64).ravel()
-    if w.shape[0] != n:
-        raise SparsecellError(
-            f"{name} has {w.shape[0]} entries for {n} cells", f"pass one weight per cell in {name}"
-        )
-    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise SparsecellError(
-            f"{name} must be finite, non-negative and not all zero", f"check the weights {name}"
-        )
-    return w
 
 
 # --------------------------------------------------------------------------- quantise
@@ -667,8 +653,8 @@ def solve_quantized(
         )
     cost = cost_x
     n, m = X.shape[0], Y.shape[0]
-    wa = _marginal(a, n, "a")
-    wb = _marginal(b, m, "b")
+    wa = cell_weights(a, n, "a")
+    wb = cell_weights(b, m, "b")
     if problem == "balanced" and not math.isclose(wa.sum(), wb.sum(), rel_tol=1e-6):
         raise SparsecellError(
             f"balanced GW needs equal total masses (a sums to {wa.sum():.6g}, b to {wb.sum():.6g})",

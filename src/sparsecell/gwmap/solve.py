@@ -17,6 +17,7 @@ import scipy.sparse
 
 from sparsecell._errors import SparsecellError
 
+from ._weights import cell_weights as _weights
 from .geometry import Geometry, _check_points, geometry
 
 PROBLEMS = ("balanced", "unbalanced", "fused", "semirelaxed")
@@ -321,21 +322,3 @@ def _as_geometry(g, geom_kw: dict, seed: int, *, lazy: bool = False) -> Geometry
     return geometry(
         g, cost=cost, k=geom_kw.get("k", 15), scale=geom_kw.get("scale", "mean"), seed=seed
     )
-
-
-def _weights(w, n: int, name: str) -> np.ndarray:
-    if w is None:
-        return np.full(n, 1.0 / n)
-    arr = np.asarray(w, dtype=np.float64).ravel()
-    if arr.shape != (n,):
-        raise SparsecellError(
-            f"{name} has {arr.size} weights for {n} cells", f"pass one weight per cell in {name}"
-        )
-    if not np.all(np.isfinite(arr)):
-        raise SparsecellError(f"{name} contains NaN or inf", "pass finite weights")
-    if np.any(arr <= 0):
-        raise SparsecellError(
-            f"{name} has {int((arr <= 0).sum())} non-positive weight(s)",
-            "drop those cells or give them a small positive weight",
-        )
-    return arr
