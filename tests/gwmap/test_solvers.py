@@ -238,3 +238,13 @@ def test_pot_backend_refuses_torch_only_options(latent):
     for kw in (dict(omega=1.5), dict(anneal=True)):
         with pytest.raises(SparsecellError, match="do not apply to backend='pot'"):
             solve(gx, gy, epsilon=0.1, backend="pot", **kw)
+
+
+def test_bad_device_is_one_line_error():
+    """gwmap follows the one device rule (sparsecell._device.resolve_device)."""
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(SparsecellError, match="unknown device 'bogus'"):
+        solve(geometry(X), geometry(X), epsilon=0.05, device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(SparsecellError, match="no GPU is visible"):
+            solve(geometry(X), geometry(X), epsilon=0.05, device="cuda")

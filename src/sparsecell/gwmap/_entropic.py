@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sparsecell._device import resolve_device
 from sparsecell._errors import SparsecellError
 
 from ._sinkhorn import sinkhorn
@@ -185,7 +186,7 @@ def entropic_gw(
     from .solve import GWSolution
 
     t0 = time.perf_counter()
-    dev = torch.device(device) if device is not None else _default_device()
+    dev = resolve_device("auto" if device is None else device)
     dt = _dtype(dtype)
     finfo = torch.finfo(dt)
     if inner_tol is None:
@@ -404,10 +405,6 @@ def entropic_gw(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _dtype(dtype) -> torch.dtype:
