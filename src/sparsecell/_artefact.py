@@ -4,29 +4,32 @@ An artefact is a folder holding the stage's files and ``manifest.json``::
 
     {"kind": "sparsecell.<stage>.<what>", "config": {...}, "config_hash": "...",
      "inputs": {"name": "<content hash>", ...}, "content_hash": "...",
-     "versions": {...}, "seed": 0, "created": "...", "wall_s": 1.2, "peak_mem_mb": 812}
+     "files": {"units-00000.npy": 1048576, ...}, "versions": {...}, "seed": 0,
+     "created": "...", "wall_s": 1.2, "peak_mem_mb": 812}
 
-``content_hash`` is a hash of the folder's files (manifest excluded), so a downstream
-artefact records *what* it was made from, not where it lay. :func:`is_current` answers
-"is this artefact current for this config and these inputs" — the pipeline's cache key.
+``content_hash`` is a hash of the folder's files (manifest excluded), computed once when
+the artefact is written, so a downstream artefact records *what* it was made from, not
+where it lay; ``files`` lists each file's size. :func:`is_current` answers "is this
+artefact current for this config and these inputs" — the pipeline's cache key — and checks
+the artefact's own files by a stat each (same names, same sizes), never re-reading them,
+so a rerun over gigabytes of shards stays fast.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import json
 import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._errors import SparsecellError
-from ._io import atomic_dir, dump_json, versions
+from ._io import atomic_dir, dump_json, manifest
 
 MANIFEST = "manifest.json"
 _CHUNK = 1 << 20
@@ -46,16 +49,27 @@ def file_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def folder_hash(path: str | os.PathLike, *, skip: tuple[str, ...] = (MANIFEST,)) -> str:
-    """Hash of every file under a folder (relative names and bytes), ``skip`` excluded."""
-    root = Path(path)
+def _files(root: Path) -> list[tuple[str, Path]]:
+    """``(relative name, path)`` of every file under ``root``, sorted; the manifest and
+    hidden entries (temporary files) excluded."""
+    out = []
+    for f in root.rglob("*"):
+        parts = f.relative_to(root).parts
+        if f.is_file() and parts != (MANIFEST,) and not any(q.startswith(".") for q in parts):
+            out.append(("/".join(parts), f))
+    return sorted(out)
+
+
+def folder_hash(path: str | os.PathLike) -> str:
+    """Hash of every file under a folder (relative names and bytes), manifest excluded."""
     h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = f.relative_to(root).as_posix()
-        if rel in skip or any(part.startswith(".") for part in f.relative_to(root).parts):
-            continue
+    for rel, f in _files(Path(path)):
         h.update(rel.encode() + b"\0" + file_hash(f).encode() + b"\0")
     return h.hexdigest()[:16]
+
+
+def _sizes(path: str | os.PathLike) -> dict[str, int]:
+    return {rel: f.stat().st_size for rel, f in _files(Path(path))}
 
 
 def input_hash(path: str | os.PathLike) -> str:
@@ -142,19 +156,18 @@ def write_artefact(
     with atomic_dir(path) as tmp:
         yield tmp
         cfg = dict(config or {})
-        man = {
-            "kind": kind,
-            "config": cfg,
-            "config_hash": config_hash(cfg),
-            "inputs": hashed,
-            "content_hash": folder_hash(tmp),
-            "versions": versions(),
-            "seed": seed,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "wall_s": round(time.perf_counter() - t0, 3),
-            "peak_mem_mb": round(_peak_mem_mb(), 1),
+        man = manifest(
+            kind,
+            cfg,
+            config_hash=config_hash(cfg),
+            inputs=hashed,
+            content_hash=folder_hash(tmp),
+            files=_sizes(tmp),
+            seed=seed,
+            wall_s=round(time.perf_counter() - t0, 3),
+            peak_mem_mb=round(_peak_mem_mb(), 1),
             **dict(extra or {}),
-        }
+        )
         (tmp / MANIFEST).write_text(dump_json(man))
 
 
@@ -165,7 +178,8 @@ def is_current(
     inputs: Mapping[str, Any] | None = None,
 ) -> bool:
     """True when ``path`` is a finished artefact of ``kind`` made with this config from
-    inputs with these contents (and its own files unchanged since)."""
+    inputs with these contents, and its own files are still there with the sizes they
+    were written with (one stat each; contents are hashed only at write time)."""
     p = Path(path)
     if not (p / MANIFEST).is_file():
         return False
@@ -180,22 +194,11 @@ def is_current(
             return False
     except SparsecellError:
         return False
-    return man.get("content_hash") == folder_hash(p)
+    return man.get("files") == _sizes(p)
 
-
-def artefact_kind(path: str | os.PathLike) -> str | None:
-    """The ``kind`` of the artefact at ``path`` (None when there is none)."""
-    try:
-        return str(read_manifest(path).get("kind"))
-    except SparsecellError:
-        return None
-
-
-Writer = Callable[[Path], None]
 
 __all__ = [
     "MANIFEST",
-    "artefact_kind",
     "config_hash",
     "file_hash",
     "folder_hash",

@@ -15,6 +15,7 @@ This module holds the machinery shared by all of them:
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -39,11 +40,16 @@ def closest(name: str, valid: list[str] | tuple[str, ...] | set[str]) -> str | N
     return m[0] if m else None
 
 
+def _hint(name: str, valid: list[str] | set[str], otherwise: str) -> str:
+    """``did you mean 'x'?`` for the closest valid name, else ``otherwise``."""
+    near = closest(name, valid)
+    return f"did you mean {near!r}?" if near else otherwise
+
+
 def unknown_key_error(key: str, valid: list[str], where: str = "") -> SparsecellError:
     """The one-line error for an unknown config key, with the closest valid one."""
     path = f"{where}.{key}" if where else key
-    near = closest(key, valid)
-    fix = f"did you mean {near!r}?" if near else "valid keys: " + ", ".join(sorted(valid))
+    fix = _hint(key, valid, "valid keys: " + ", ".join(sorted(valid)))
     return SparsecellError(f"unknown config key {path!r}", fix)
 
 
@@ -71,10 +77,6 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
@@ -97,24 +99,19 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
-            try:
+            with contextlib.suppress(SparsecellError):
                 return _coerce(value, a, path)
-            except SparsecellError as e:
-                errors.append(e)
         raise SparsecellError(
             f"config key {path!r} must be {_type_name(tp)}, got {value!r}",
             "fix its value",
         )
     if origin is typing.Literal:
         if value not in args:
-            near = closest(str(value), [str(a) for a in args])
-            hint = (
-                f"did you mean {near!r}?" if near else "choose one of: " + ", ".join(map(str, args))
-            )
+            names = [str(a) for a in args]
+            hint = _hint(str(value), names, "choose one of: " + ", ".join(names))
             raise SparsecellError(f"config key {path!r} cannot be {value!r}", hint)
         return value
     if origin in (tuple, list):
@@ -184,7 +181,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "") -> C:
             f"config {where or 'root'} must be a table, got {type(data).__name__}", "fix it"
         )
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     kw: dict[str, Any] = {}
     for key, value in data.items():
         if key not in fields:
@@ -322,12 +319,7 @@ def split_kwargs(
         elif k in b:
             kb[k] = v
         else:
-            near = closest(k, a | b)
-            fix = (
-                f"did you mean {near!r}?"
-                if near
-                else (f"see {first.__name__} and {second.__name__} for the fields")
-            )
+            fix = _hint(k, a | b, f"see {first.__name__} and {second.__name__} for the fields")
             raise SparsecellError(f"unknown {what} '{k}'", fix)
     return ka, kb
 

@@ -29,6 +29,19 @@ def test_knn_sparse_equals_dense():
     assert np.array_equal(knn(X, 5), knn(X.toarray(), 5))
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_knn_sparse_distances_equal_dense(metric):
+    """CSR distances come from sparse row products (‖a‖² + ‖b‖² − 2a·b), dense ones from
+    exact differences: equal to float64 cancellation, ~1e-12 on values of order 1."""
+    rng = np.random.default_rng(2)
+    X = sp.random(300, 80, density=0.1, random_state=rng, format="csr") + sp.eye(300, 80)
+    X = sp.csr_matrix(X)
+    ds, i_s = knn(X, 6, metric, return_distance=True)
+    dd, i_d = knn(X.toarray(), 6, metric, return_distance=True)
+    assert np.array_equal(i_s, i_d)
+    np.testing.assert_allclose(ds, dd, rtol=1e-9, atol=1e-12)
+
+
 def test_knn_rejects_k_too_large():
     with pytest.raises(SparsecellError):
         knn(np.zeros((5, 2)) + np.arange(5)[:, None], 5)

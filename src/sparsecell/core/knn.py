@@ -40,50 +40,52 @@ def knn(
         ``int64`` indices ``(n, k)``; with ``return_distance``, ``(distances, indices)``
         like scikit-learn's ``kneighbors``.
     """
-    from ..lab import _knn
-    from ..lab._stats import as_matrix, check_k
+    from ..lab._accel import lab_device
+    from ..lab._stats import as_matrix, knn_indices
 
     Xm = as_matrix(X, "X")
-    check_k(Xm.shape[0], k)
-    dev = None
-    if device is not None and str(device) != "cpu":
-        from .._device import resolve_device
-
-        dev = resolve_device(device)
-        if dev.type == "cpu":
-            dev = None
-    idx = _knn.knn_indices(Xm, int(k), metric, dev=dev)
+    idx = knn_indices(Xm, int(k), metric, dev=lab_device(device))
     if not return_distance:
         return idx
     return _distances(Xm, idx, metric), idx
 
 
 def _distances(X: Any, idx: np.ndarray, metric: str) -> np.ndarray:
+    """Distances in ``metric`` from every sample to its neighbours ``idx``: dense rows by
+    the kNN's own exact float64 differences (``lab._knn._exact_rows``), CSR rows by
+    row-wise sparse products in blocks (never densified)."""
     import scipy.sparse as sp
+    import torch
 
-    n, k = idx.shape
-    rows = np.repeat(np.arange(n), k)
-    cols = idx.ravel()
+    from ..lab._knn import _exact_rows, _unit_rows
+
     if metric not in ("euclidean", "sqeuclidean", "cosine"):
         raise SparsecellError(
             f"return_distance is not supported for metric {metric!r}",
             "use euclidean, sqeuclidean or cosine",
         )
-    out = np.empty(rows.size)
-    step = 1 << 16
-    for s in range(0, rows.size, step):
-        r, c = rows[s : s + step], cols[s : s + step]
-        A, B = X[r], X[c]
-        if sp.issparse(A):
-            A, B = A.toarray(), B.toarray()
-        if metric == "cosine":
-            na = np.linalg.norm(A, axis=1)
-            nb = np.linalg.norm(B, axis=1)
-            out[s : s + step] = 1.0 - np.einsum("ij,ij->i", A, B) / np.maximum(na * nb, 1e-300)
-        else:
-            d2 = np.einsum("ij,ij->i", A - B, A - B)
-            out[s : s + step] = d2 if metric == "sqeuclidean" else np.sqrt(d2)
-    return out.reshape(n, k)
+    if metric == "cosine":  # cosine distance = ‖u − v‖² / 2 on unit rows
+        X = _unit_rows(X)
+        if X is None:
+            raise SparsecellError(
+                "cosine distances are undefined for all-zero rows", "drop those samples"
+            )
+    n = idx.shape[0]
+    if not sp.issparse(X):
+        d2 = _exact_rows(torch.from_numpy(np.ascontiguousarray(X)), np.arange(n), idx)
+    else:
+        sq = np.asarray(X.multiply(X).sum(1)).ravel()
+        rows, cols = np.repeat(np.arange(n), idx.shape[1]), idx.ravel()
+        d2 = np.empty(rows.size)
+        step = 1 << 16
+        for s in range(0, rows.size, step):
+            r, c = rows[s : s + step], cols[s : s + step]
+            dot = np.asarray(X[r].multiply(X[c]).sum(1)).ravel()
+            d2[s : s + step] = np.maximum(sq[r] + sq[c] - 2 * dot, 0.0)
+        d2 = d2.reshape(idx.shape)
+    if metric == "cosine":
+        return d2 / 2
+    return d2 if metric == "sqeuclidean" else np.sqrt(d2)
 
 
 __all__ = ["knn"]

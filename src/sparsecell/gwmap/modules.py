@@ -102,10 +102,6 @@ def _knn_graph(C: np.ndarray, k: int, min_corr: float = 0.0) -> sp.csr_matrix:
     return A.maximum(A.T).tocsr()
 
 
-def _leiden(A: sp.csr_matrix, resolution: float, seed: int) -> np.ndarray:
-    return leiden(A, resolution, random_state=seed)
-
-
 def _relabel(memb: np.ndarray, min_size: int) -> np.ndarray:
     """Renumber by size (largest first, ties by first gene); modules < min_size → -1."""
     labs, first, counts = np.unique(memb, return_index=True, return_counts=True)
@@ -410,7 +406,7 @@ def gene_modules(
 
     labels = []
     for r in res:
-        memb = _leiden(A, r, seed)
+        memb = leiden(A, r, random_state=seed)
         memb[~ok] = -(np.arange((~ok).sum()) + 1)  # isolated genes: singletons
         lab = _relabel(memb, int(min_size))
         if lab.max(initial=-1) < 0:

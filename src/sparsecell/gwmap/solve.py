@@ -17,7 +17,7 @@ import scipy.sparse
 
 from sparsecell._errors import SparsecellError
 
-from ._weights import cell_weights as _weights
+from ._weights import cell_weights
 from .geometry import Geometry, _check_points, geometry
 
 PROBLEMS = ("balanced", "unbalanced", "fused", "semirelaxed")
@@ -206,8 +206,8 @@ def solve(
 
     gx = _as_geometry(x, geom_kw, seed)
     gy = _as_geometry(y, geom_kw, seed)
-    wa = _weights(a, gx.n, "a")
-    wb = _weights(b, gy.n, "b")
+    wa = cell_weights(a, gx.n, "a")
+    wb = cell_weights(b, gy.n, "b")
     if problem in ("balanced", "fused") and not math.isclose(wa.sum(), wb.sum(), rel_tol=1e-6):
         raise SparsecellError(
             f"balanced GW needs equal total masses (a sums to {wa.sum():.6g}, b to {wb.sum():.6g})",
